@@ -1,0 +1,44 @@
+# harmguard: one environment in .venv/, built from the lock file; every target creates it when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Named datasets come from the shared mirror when it is there (no network needed); override with the env var.
+export HARMGUARD_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
+export HARMGUARD_SCHEMA_MIRROR ?= $(abspath $(wildcard ../shared/schemas))
+
+.PHONY: env demo test test-slow lint typecheck lock compile clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)  ## create or update the environment
+
+demo: env  ## run the full training pipeline locally on davidson2017 and print the summary
+	$(BIN)/harmguard run --policy davidson2017
+
+test: env  ## the fast test suite (CI runs this)
+	$(BIN)/python -m pytest
+
+test-slow: env  ## full-data and long tests
+	$(BIN)/python -m pytest -m "slow"
+
+lint: env
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: env
+	$(BIN)/mypy
+
+compile: env  ## regenerate the compiled pipeline YAML
+	$(BIN)/harmguard compile
+
+lock:  ## re-resolve the lock file from pyproject.toml
+	$(BIN)/uv pip compile --python-version 3.11 --extra dev --quiet -o requirements.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .harmguard .pytest_cache

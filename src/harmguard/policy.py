@@ -1,0 +1,240 @@
+"""Policies: what a classifier detects, on which data, how it is judged. A new policy is a YAML file, not code."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harmguard.digests import sha256_bytes
+
+SPLITS = ("train", "validation", "test")
+
+
+class PolicyError(ValueError):
+    """A policy cannot be found or is invalid; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnMap(_Strict):
+    """Which source columns hold what."""
+
+    text: str = Field(default="text", description="Column with the text to classify.")
+    label: str | None = Field(default="label", description="Exclusive mode: column with one label per row.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Multilabel mode: category -> column holding 0/1 (or true/false)."
+    )
+    split: str | None = Field(default="split", description="Optional column with train/validation/test.")
+    id: str | None = Field(default=None, description="Optional column with a stable row id, passed through.")
+    votes: list[str] = Field(
+        default_factory=list, description="Annotator vote-count columns, one per class (agreement check)."
+    )
+    votes_total: str | None = Field(default=None, description="Column with the number of annotators per row.")
+    source: list[str] = Field(default_factory=list, description="Extra columns kept for slicing.")
+
+
+class DataSpec(_Strict):
+    """Where the training data comes from and how to read it."""
+
+    dataset: str | None = Field(default=None, description="A named dataset (see `harmguard.datasets`).")
+    uri: str | None = Field(default=None, description="A path or URI (CSV, Parquet, JSONL) instead of a dataset.")
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = Field(
+        default=None, description="File format; inferred from the extension when omitted."
+    )
+    columns: ColumnMap = Field(default_factory=ColumnMap, description="Column mapping.")
+    label_map: dict[str, str] = Field(
+        default_factory=dict, description="Raw label value -> category (or the none label). Identity when absent."
+    )
+    dedupe: bool = Field(default=False, description="Keep only the first row of each normalized text.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if not self.dataset and not self.uri:
+            raise ValueError("data needs `dataset` (a named dataset) or `uri` (a path or URI)")
+        return self
+
+
+class SplitSpec(_Strict):
+    """Deterministic hash split."""
+
+    seed: str = Field(default="harmguard-split-v1", description="Salt of sha256(seed + normalized text).")
+    fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
+        description="Share of each split; must cover train, validation and test and sum to 1.",
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != set(SPLITS) or abs(sum(v.values()) - 1.0) > 1e-9 or min(v.values()) <= 0:
+            raise ValueError(f"fractions must give positive shares of {SPLITS} summing to 1, got {v}")
+        return v
+
+
+class ValidationSpec(_Strict):
+    """Bounds for the data validation suite."""
+
+    min_rows: int = Field(default=100, ge=1, description="Fewest rows a snapshot may have.")
+    min_text_length: int = Field(default=1, ge=1, description="Shortest text allowed (characters).")
+    max_text_length: int = Field(default=10_000, ge=1, description="Longest text allowed (characters).")
+    max_duplicate_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Largest share of rows whose normalized text repeats another row."
+    )
+    prevalence: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Category -> (min, max) share of rows labelled with it."
+    )
+    min_agreement: float | None = Field(
+        default=None, ge=0, le=1, description="Lowest mean annotator agreement (share voting the majority label)."
+    )
+    min_split_rows: int = Field(default=10, ge=1, description="Fewest rows in each split.")
+
+
+class CalibrationTarget(_Strict):
+    """How a category's operating threshold is chosen on the validation split."""
+
+    max_fpr: float = Field(default=0.01, gt=0, le=1, description="Highest recall with false-positive rate <= this.")
+
+
+class BaselineSpec(_Strict):
+    """TF-IDF + logistic regression hyperparameters."""
+
+    word_ngrams: tuple[int, int] = Field(default=(1, 2), description="Word n-gram range.")
+    char_ngrams: tuple[int, int] = Field(default=(2, 5), description="Character n-gram range (within words).")
+    min_df: int = Field(default=2, ge=1, description="Drop n-grams seen in fewer documents.")
+    max_features: int | None = Field(default=200_000, description="Keep this many n-grams per analyzer at most.")
+    sublinear_tf: bool = Field(default=True, description="Use 1 + log(tf).")
+    C: float = Field(default=10.0, gt=0, description="Inverse regularization strength.")
+    class_weight: Literal["balanced"] | None = Field(default=None, description="Reweight classes by frequency.")
+    max_iter: int = Field(default=1000, ge=10, description="Solver iterations.")
+
+
+class EvaluationSet(_Strict):
+    """A frozen evaluation set (never trained on) and what it tests."""
+
+    name: str = Field(description="Name in reports.")
+    dataset: str = Field(description="Named dataset.")
+    category: str = Field(description="Category it tests.")
+    text_column: str = Field(description="Column with the text.")
+    label_column: str = Field(description="Column with the gold label.")
+    positive: str = Field(description="Gold label value meaning the category applies.")
+
+
+class SliceSpec(_Strict):
+    """A slice of the evaluation data."""
+
+    name: str = Field(description="Slice family name, e.g. `length`.")
+    by: Literal["length", "column"] = Field(description="Bucket text length, or group by a source column.")
+    buckets: list[int] = Field(default_factory=list, description="Length bucket edges in characters.")
+    column: str | None = Field(default=None, description="Source column for `by: column`.")
+
+
+class Threshold(_Strict):
+    """A value threshold of the gate."""
+
+    metric: str = Field(description="Metric name, e.g. macro_f1, weighted_f1, f1, recall, precision, fpr, pr_auc.")
+    kind: Literal["reference", "operating"] = Field(default="reference", description="Which metrics it reads.")
+    category: str | None = Field(default=None, description="Category for per-category metrics.")
+    slice: str = Field(default="overall", description="`overall` or `<family>:<bucket>`.")
+    min: float | None = Field(default=None, description="Lower bound (higher is better).")
+    max: float | None = Field(default=None, description="Upper bound (lower is better).")
+
+    @model_validator(mode="after")
+    def _bound(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError(f"threshold on {self.metric} needs `min` or `max`")
+        return self
+
+
+class GateSpec(_Strict):
+    """Gate thresholds."""
+
+    thresholds: list[Threshold] = Field(default_factory=list, description="Value thresholds; all must pass.")
+
+
+class Policy(_Strict):
+    """A detection policy."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Policy name (registry and MLflow model name).")
+    description: str = Field(default="", description="What this policy detects.")
+    label_mode: Literal["exclusive", "multilabel"] = Field(description="One softmax, or independent sigmoids.")
+    categories: list[str] = Field(min_length=1, description="Categories, each scored separately.")
+    none_label: str = Field(default="none", description="Exclusive mode: the label for no violation.")
+    data: DataSpec = Field(description="Training data.")
+    split: SplitSpec = Field(default_factory=SplitSpec, description="Split settings.")
+    validation: ValidationSpec = Field(default_factory=ValidationSpec, description="Data validation bounds.")
+    calibration: dict[str, CalibrationTarget] = Field(
+        default_factory=dict, description="Category -> calibration target (default max_fpr 0.01)."
+    )
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec, description="Baseline model settings.")
+    evaluation_sets: list[EvaluationSet] = Field(default_factory=list, description="Frozen evaluation sets.")
+    slices: list[SliceSpec] = Field(default_factory=list, description="Slices for metrics and thresholds.")
+    gate: GateSpec = Field(default_factory=GateSpec, description="The evaluation gate.")
+    allow_self_approval: bool = Field(default=False, description="Whether the run's starter may approve it.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        cats = set(self.categories)
+        if len(cats) != len(self.categories) or self.none_label in cats:
+            raise ValueError("categories must be unique and must not include the none label")
+        for name in [*self.calibration, *self.validation.prevalence]:
+            if name not in cats:
+                raise ValueError(f"unknown category {name!r} (categories: {self.categories})")
+        for t in self.gate.thresholds:
+            if t.category is not None and t.category not in cats | {self.none_label}:
+                raise ValueError(f"gate threshold names unknown category {t.category!r}")
+        if self.label_mode == "multilabel" and set(self.data.columns.labels) != cats:
+            raise ValueError("multilabel policies map every category to a column in data.columns.labels")
+        return self
+
+    @property
+    def classes(self) -> list[str]:
+        """Model output classes: categories plus the none label (exclusive), or the categories (multilabel)."""
+        return [*self.categories, self.none_label] if self.label_mode == "exclusive" else list(self.categories)
+
+    def target(self, category: str) -> CalibrationTarget:
+        """Calibration target of a category."""
+        return self.calibration.get(category, CalibrationTarget())
+
+
+def shipped_policies() -> list[str]:
+    """Names of the policies shipped with harmguard."""
+    files = resources.files("harmguard.policies")
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_policy_bytes(ref: str) -> tuple[bytes, str]:
+    """Raw bytes and origin of a policy given as a shipped name or a path."""
+    path = Path(ref)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise PolicyError(f"policy file {ref} does not exist")
+        return path.read_bytes(), str(path.resolve())
+    res = resources.files("harmguard.policies") / f"{ref}.yaml"
+    if not res.is_file():
+        raise PolicyError(f"unknown policy {ref!r}: give a path to a YAML file or one of {shipped_policies()}")
+    return res.read_bytes(), f"harmguard:policies/{ref}.yaml"
+
+
+def load_policy(ref: str) -> Policy:
+    """Load and validate a policy by shipped name or path."""
+    raw, origin = read_policy_bytes(ref)
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise PolicyError(f"policy {origin} is not valid YAML: {e}") from e
+    try:
+        return Policy.model_validate(doc)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '<root>'}: {err['msg']}" for err in e.errors())
+        raise PolicyError(f"policy {origin} is invalid: {problems}") from e
+
+
+def policy_digest(ref: str) -> str:
+    """sha256 of the policy file's bytes (lineage)."""
+    return sha256_bytes(read_policy_bytes(ref)[0])
