@@ -1,0 +1,1 @@
+"""KFP pipelines of harmguard: wiring only; compiled YAML sits beside each source."""

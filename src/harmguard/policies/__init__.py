@@ -1,0 +1,1 @@
+"""Shipped policies (package data)."""

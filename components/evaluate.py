@@ -1,0 +1,36 @@
+"""Evaluate: calibrate thresholds on validation, compute reference and operating-point metrics on test."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def evaluate(
+    policy: str,
+    snapshot: Input[Dataset],
+    model: Input[Model],
+    data_version: str,
+    model_digest: str,
+    family: str,
+    run_id: str,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+) -> str:
+    """Write the evaluation document and the KFP UI metrics; returns the thresholds version."""
+    from harmguard.metrics import flatten
+    from harmguard.steps import evaluate_step
+
+    doc = evaluate_step(policy, snapshot.path, model.path, data_version, model_digest, run_id, family, evaluation.path)
+    for key, value in flatten(doc, "test").items():
+        if key.startswith(("reference/overall/", "operating/overall/")):
+            metrics.log_metric(key.replace("/", "."), round(value, 6))
+    cm = doc["reference"]["test"].get("confusion_matrix")
+    if cm:
+        classification_metrics.log_confusion_matrix(cm["labels"], cm["matrix"])
+    first = doc["curves"][doc["categories"][0]].get("roc")
+    if first:  # KFP shows one ROC curve per artifact: the first category's
+        classification_metrics.log_roc_curve(first["fpr"], first["tpr"], first["threshold"])
+    return doc["thresholds_version"]

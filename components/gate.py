@@ -1,0 +1,27 @@
+"""Gate: value thresholds from the policy; outputs the decision the pipeline branches on."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Markdown, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def gate(
+    policy: str,
+    evaluation: Input[Artifact],
+    run_id: str,
+    started_by: str,
+    blessing: Output[Artifact],
+    report: Output[HTML],
+    summary: Output[Markdown],
+) -> NamedTuple("GateOutputs", [("blessed", bool), ("reasons", str)]):
+    """Bless or reject with reasons; writes the blessing and the reviewer report."""
+    from collections import namedtuple
+
+    from harmguard.steps import gate_step
+
+    doc = gate_step(policy, evaluation.path, run_id, started_by, blessing.path, report.path, summary.path)
+    return namedtuple("GateOutputs", ["blessed", "reasons"])(doc["blessed"], "\n".join(doc["reasons"]))

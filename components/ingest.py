@@ -1,0 +1,22 @@
+"""Ingest: load the policy's data (or a given URI), split it deterministically and snapshot it."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def ingest(policy: str, data_uri: str, columns: str, sample: int, run_id: str, snapshot: Output[Dataset]) -> NamedTuple(
+    "IngestOutputs", [("data_version", str), ("rows", int)]
+):
+    """Snapshot the data; outputs the data version every later step takes as an explicit input."""
+    from collections import namedtuple
+
+    from harmguard.steps import ingest_step
+
+    doc = ingest_step(policy, data_uri, columns, sample, run_id, snapshot.path)
+    snapshot.metadata.update({"data_version": doc["data_version"], "rows": doc["rows"], "source": doc["source"]})
+    return namedtuple("IngestOutputs", ["data_version", "rows"])(doc["data_version"], doc["rows"])

@@ -1,0 +1,296 @@
+"""The pipeline's steps as library functions: each KFP component parses its inputs and calls one of these.
+
+Every step resolves settings from the environment (it is the entry point of its own process), reads and writes
+plain files at the paths KFP gives it, and records a small JSON of what it did under ``runs/<run-id>/`` in the
+artifact store, from which ``harmguard run`` builds its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmguard.policy import ColumnMap, Policy, load_policy, policy_digest
+from harmguard.settings import Settings, load_settings
+from harmguard.storage import ArtifactStore, open_store
+
+
+class ValidationFailed(RuntimeError):
+    """The data failed validation; the run stops."""
+
+
+def new_run_id(policy: str) -> str:
+    """A sortable, unique run id."""
+    return f"{policy}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def _ctx() -> tuple[Settings, ArtifactStore]:
+    settings = load_settings()
+    return settings, open_store(settings.home)
+
+
+def record(store: ArtifactStore, run_id: str, name: str, doc: dict[str, Any]) -> None:
+    """Write ``runs/<run-id>/<name>.json`` atomically."""
+    store.write_atomic(f"runs/{run_id}/{name}.json", json.dumps(doc, indent=2, default=str).encode())
+
+
+def read_record(store: ArtifactStore, run_id: str, name: str) -> dict[str, Any] | None:
+    """Read a step record, or None when the step did not run."""
+    try:
+        return json.loads(store.read_bytes(f"runs/{run_id}/{name}.json"))
+    except FileNotFoundError:
+        return None
+
+
+def load_policy_data(policy: Policy, settings: Settings, data_uri: str = "") -> tuple[Any, str]:
+    """Raw rows of the policy's data (or of ``data_uri``) and a description of the source."""
+    from harmguard.data_io import read_table
+    from harmguard.datasets import load_dataset
+
+    if data_uri:
+        return read_table(data_uri, policy.data.format), data_uri
+    if policy.data.uri:
+        return read_table(policy.data.uri, policy.data.format), policy.data.uri
+    assert policy.data.dataset is not None  # the policy model guarantees one of the two
+    return load_dataset(policy.data.dataset, settings), f"dataset:{policy.data.dataset}"
+
+
+def ingest_step(policy_ref: str, data_uri: str, columns: str, sample: int, run_id: str, snapshot_path: str):
+    """Load, map, split and snapshot the data. Returns the ingest record."""
+    from harmguard.snapshot import build_snapshot, write_snapshot
+
+    settings, store = _ctx()
+    policy = load_policy(policy_ref)
+    cols = ColumnMap.model_validate({**policy.data.columns.model_dump(), **json.loads(columns)}) if columns else None
+    raw, source = load_policy_data(policy, settings, data_uri)
+    frame = build_snapshot(raw, policy, columns=cols, sample=sample)
+    info = write_snapshot(store, frame, policy=policy, source=source)
+    Path(snapshot_path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(snapshot_path, index=False)
+    doc = {
+        "data_version": info.data_version,
+        "rows": info.rows,
+        "counts": info.counts,
+        "source": source,
+        "snapshot_uri": store.uri_for(info.key),
+        "policy": policy.name,
+        "policy_digest": policy_digest(policy_ref),
+        "sample": sample,
+    }
+    record(store, run_id, "ingest", doc)
+    return doc
+
+
+def validate_step(policy_ref: str, snapshot_path: str, data_version: str, run_id: str, report_path: str):
+    """Run the data validation suite; write the HTML report either way. Returns (passed, summary)."""
+    from harmguard.report import render_validation_html
+    from harmguard.snapshot import read_snapshot_file
+    from harmguard.validation import validate_snapshot
+
+    _, store = _ctx()
+    policy = load_policy(policy_ref)
+    result = validate_snapshot(read_snapshot_file(snapshot_path), policy)
+    doc = result.to_dict() | {"data_version": data_version, "summary": result.summary()}
+    html = render_validation_html(doc, policy=policy.name, data_version=data_version)
+    Path(report_path).write_text(html)
+    store.write_atomic(f"runs/{run_id}/validation.html", html.encode())
+    record(store, run_id, "validation", doc)
+    return result.success, result.summary()
+
+
+def fail_step(summary: str) -> None:
+    """The Else branch of the data gate: fail the run with the validation summary."""
+    raise ValidationFailed(f"data validation failed: {summary}")
+
+
+def train_step(policy_ref: str, family: str, snapshot_path: str, seed: int, run_id: str, model_dir: str) -> str:
+    """Train a model on the train split and export it. Returns the model digest."""
+    from harmguard.digests import model_digest
+    from harmguard.training import train_model
+
+    _, store = _ctx()
+    policy = load_policy(policy_ref)
+    from harmguard.snapshot import read_snapshot_file
+
+    model = train_model(read_snapshot_file(snapshot_path), policy, family=family, seed=seed)
+    out = Path(model_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save(out)
+    digest = model_digest(out)
+    record(store, run_id, "train", {"family": family, "model_digest": digest, "seed": seed})
+    return digest
+
+
+def evaluate_step(
+    policy_ref: str,
+    snapshot_path: str,
+    model_dir: str,
+    data_version: str,
+    model_digest: str,
+    run_id: str,
+    family: str,
+    evaluation_path: str,
+) -> dict[str, Any]:
+    """Calibrate thresholds and compute every metric. Returns the evaluation document (also written to a file)."""
+    from harmguard.evaluate import evaluate_model
+    from harmguard.models import load_model
+    from harmguard.snapshot import read_snapshot_file
+
+    settings, store = _ctx()
+    policy = load_policy(policy_ref)
+    evaluation = evaluate_model(load_model(model_dir), read_snapshot_file(snapshot_path), policy, settings)
+    evaluation.update(model_digest=model_digest, data_version=data_version, run_id=run_id, family=family)
+    Path(evaluation_path).write_text(json.dumps(evaluation, default=_jsonable))
+    record(store, run_id, "evaluation", json.loads(json.dumps(evaluation, default=_jsonable)))
+    return evaluation
+
+
+def gate_step(
+    policy_ref: str,
+    evaluation_path: str,
+    run_id: str,
+    started_by: str,
+    blessing_path: str,
+    report_path: str,
+    markdown_path: str,
+) -> dict[str, Any]:
+    """Apply the gate, write the blessing and the reviewer report, log the MLflow run. Returns the blessing."""
+    from harmguard.experiment import log_run
+    from harmguard.gate import run_gate
+    from harmguard.lineage import git_commit, image_tag, lock_digest
+    from harmguard.metrics import flatten
+    from harmguard.report import render_evaluation_html, render_evaluation_markdown
+
+    settings, store = _ctx()
+    policy = load_policy(policy_ref)
+    evaluation = json.loads(Path(evaluation_path).read_text())
+    blessing = run_gate(
+        evaluation,
+        policy,
+        model_digest=evaluation["model_digest"],
+        data_version=evaluation["data_version"],
+        run_id=run_id,
+    )
+    context = {
+        "policy": policy.name,
+        "run_id": run_id,
+        "model_digest": evaluation["model_digest"],
+        "data_version": evaluation["data_version"],
+        "family": evaluation["family"],
+    }
+    html = render_evaluation_html(evaluation, blessing, context=context)
+    markdown = render_evaluation_markdown(evaluation, blessing)
+    Path(report_path).write_text(html)
+    Path(markdown_path).write_text(markdown)
+    store.write_atomic(f"runs/{run_id}/report.html", html.encode())
+    lineage = {
+        "data_version": evaluation["data_version"],
+        "policy_digest": policy_digest(policy_ref),
+        "git_commit": git_commit(),
+        "lock_digest": lock_digest(),
+        "image": image_tag(),
+        "parent_run": run_id,
+    }
+    blessing["lineage"] = lineage
+    mlflow_run_id = log_run(
+        settings,
+        experiment=policy.name,
+        run_name=run_id,
+        params={
+            "policy": policy.name,
+            "family": evaluation["family"],
+            "thresholds": json.dumps(evaluation["thresholds"]),
+            "started_by": started_by,
+            **{f"lineage.{k}": v for k, v in lineage.items()},
+        },
+        metrics=flatten(evaluation, "test"),
+        tags={
+            "harmguard.run_id": run_id,
+            "harmguard.model_digest": evaluation["model_digest"],
+            "harmguard.blessed": str(blessing["blessed"]).lower(),
+            "harmguard.data_version": evaluation["data_version"],
+        },
+        files={
+            "report.html": html.encode(),
+            "blessing.json": json.dumps(blessing, indent=2).encode(),
+            "summary.md": markdown.encode(),
+        },
+    )
+    blessing["mlflow_run_id"] = mlflow_run_id
+    Path(blessing_path).write_text(json.dumps(blessing, indent=2))
+    record(store, run_id, "blessing", blessing)
+    return blessing
+
+
+def register_step(
+    policy_ref: str, model_dir: str, blessing_path: str, run_id: str, started_by: str, seed: int, family: str
+) -> str:
+    """Publish the model create-only, register the version, move `challenger` by CAS, audit. Returns the version."""
+    from harmguard.registry import append_audit, move_alias, publish_model, read_alias, register_version
+
+    settings, store = _ctx()
+    policy = load_policy(policy_ref)
+    blessing = json.loads(Path(blessing_path).read_text())
+    if not blessing["blessed"]:
+        raise RuntimeError("refusing to register a model the gate did not bless")
+    digest = publish_model(store, Path(model_dir))
+    if digest != blessing["model_digest"]:
+        raise RuntimeError(f"model digest {digest} differs from the evaluated one {blessing['model_digest']}")
+    evaluation = read_record(store, run_id, "evaluation") or {}
+    rec = register_version(
+        store,
+        settings,
+        policy=policy.name,
+        model_digest=digest,
+        thresholds=blessing["thresholds"],
+        blessing=blessing,
+        metrics={
+            "reference": evaluation.get("reference", {}).get("test"),
+            "operating": evaluation.get("operating", {}).get("test"),
+        },
+        lineage=blessing["lineage"] | {"seeds": {"train": seed}},
+        run_id=run_id,
+        mlflow_run_id=blessing.get("mlflow_run_id"),
+        family=family,
+        by=started_by,
+    )
+    append_audit(
+        store,
+        policy.name,
+        {
+            "event": "bless",
+            "who": "gate",
+            "why": "; ".join(blessing["reasons"]),
+            "version": rec.version,
+            "model_digest": digest,
+            "thresholds_version": blessing["thresholds_version"],
+        },
+    )
+    current, _ = read_alias(store, policy.name, "challenger")
+    move_alias(
+        store,
+        settings,
+        policy=policy.name,
+        alias="challenger",
+        to_version=rec.version,
+        expected_version=current.version if current else None,
+        by=started_by,
+        reason=f"blessed by run {run_id}",
+    )
+    record(store, run_id, "registration", {"version": rec.version, "model_digest": digest})
+    return rec.version
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serializable: {type(v)}")
