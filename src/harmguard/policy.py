@@ -105,7 +105,13 @@ class BaselineSpec(_Strict):
     """TF-IDF + logistic regression hyperparameters."""
 
     word_ngrams: tuple[int, int] = Field(default=(1, 2), description="Word n-gram range.")
-    char_ngrams: tuple[int, int] = Field(default=(2, 5), description="Character n-gram range (within words).")
+    char_ngrams: tuple[int, int] = Field(default=(2, 5), description="Character n-gram range.")
+    char_analyzer: Literal["char", "char_wb"] = Field(
+        default="char", description="`char` (n-grams across word boundaries) or `char_wb` (within words)."
+    )
+    preprocess: bool = Field(
+        default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
+    )
     min_df: int = Field(default=2, ge=1, description="Drop n-grams seen in fewer documents.")
     max_features: int | None = Field(default=200_000, description="Keep this many n-grams per analyzer at most.")
     sublinear_tf: bool = Field(default=True, description="Use 1 + log(tf).")

@@ -41,7 +41,8 @@ class _ProgressLog(io.TextIOBase):
     """A stdout stand-in: keeps kfp.local's logs in a file and turns task start/end lines into progress lines."""
 
     def __init__(self, log: io.TextIOBase, console: Console) -> None:
-        self.log, self.console, self.started = log, console, {}
+        self.log, self.console = log, console
+        self.started: dict[str, float] = {}
         self.status: dict[str, str] = {}
         self._buf = ""
 
@@ -113,7 +114,7 @@ def run_training(
     with open(log_path, "w") as log:
         sink = _ProgressLog(log, console)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
-        with contextlib.redirect_stdout(sink):  # type: ignore[type-var]
+        with contextlib.redirect_stdout(sink):
             try:
                 training_pipeline(
                     policy=policy,

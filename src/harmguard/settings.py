@@ -64,7 +64,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f"HARMGUARD_HOME={home} is remote: set MLFLOW_TRACKING_URI (a local sqlite:/// path or a server URL)"
             )
         tracking = f"sqlite:///{Path(home.removeprefix('file://')) / 'mlflow.db'}"
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, str] = {}
     if env.get("HARMGUARD_IMAGE"):
         kwargs["image"] = env["HARMGUARD_IMAGE"]
     return Settings(

@@ -26,8 +26,8 @@ from harmguard.policy import SPLITS, ColumnMap, Policy
 from harmguard.storage import ArtifactStore
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_MENTION = re.compile(r"@\w+")
-_LEADING_RT = re.compile(r"^(?:rt\b:?\s*)+")
+_MENTION = re.compile(r"@\w+:?")
+_LEADING_RT = re.compile(r"^(?:rt\b\s*:?\s*)+")
 _SPACES = re.compile(r"\s+")
 _SPLIT_ALIASES = {
     "train": "train",
@@ -48,9 +48,8 @@ class SnapshotError(ValueError):
 def normalize_text(text: str) -> str:
     """Normalization for grouping duplicates: NFKC, HTML entities, casefold, URLs/@mentions/leading RT, spaces."""
     t = unicodedata.normalize("NFKC", html.unescape(text)).casefold()
-    t = _MENTION.sub(" ", _URL.sub(" ", t))
-    t = _SPACES.sub(" ", t).strip()
-    return _SPACES.sub(" ", _LEADING_RT.sub("", t)).strip()
+    t = _SPACES.sub(" ", _MENTION.sub(" ", _URL.sub(" ", t))).strip()
+    return _LEADING_RT.sub("", t).strip()
 
 
 def unit_hash(salt: str, values: pd.Series) -> np.ndarray:
@@ -144,7 +143,10 @@ def build_snapshot(raw: pd.DataFrame, policy: Policy, *, columns: ColumnMap | No
     frame = map_columns(raw, policy, columns)
     norm = frame["text"].fillna("").map(normalize_text)
     if policy.data.dedupe:
-        keep = ~norm.duplicated(keep="first")
+        # Pre-split data is deduplicated within each split only: a text repeated across splits is leakage, and
+        # validation must see it rather than have it silently dropped here.
+        key = norm + "\x00" + frame["split"].fillna("").astype(str) if "split" in frame.columns else norm
+        keep = ~key.duplicated(keep="first")
         frame, norm = frame[keep].reset_index(drop=True), norm[keep].reset_index(drop=True)
     if sample and sample < len(frame):
         # Stable sample: a group is kept by its own hash, so a smaller sample is a subset of a larger one.

@@ -231,7 +231,7 @@ def validate_snapshot(frame: pd.DataFrame, policy: Policy, *, redact: bool = Fal
         batch_parameters={"dataframe": data},
         result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["_pos"]},
     )
-    by_id = {r.expectation_config.id: r for r in run.results}
+    by_id = {r.expectation_config.id: r for r in run.results if r.expectation_config is not None}
     checks = []
     for (name, intent, exp), configured in zip(named, suite.expectations, strict=True):
         r = by_id[configured.id]

@@ -8,7 +8,9 @@ times idf, L2 row norm), so a loaded model needs no fitted scikit-learn object.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,17 @@ from harmguard.models import ModelError
 from harmguard.policy import BaselineSpec, Policy
 
 FORMAT_VERSION = 1
-_ANALYZERS = {"word": "word", "char": "char_wb"}
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_MENTION = re.compile(r"@\w+")
+
+
+def preprocess_text(text: str) -> str:
+    """Model-side cleanup: HTML entities unescaped, URLs and @mentions replaced by placeholder tokens."""
+    return _MENTION.sub(" MENTIONHERE ", _URL.sub(" URLHERE ", html.unescape(text)))
+
+
+def _analyzer(name: str, spec: BaselineSpec) -> str:
+    return "word" if name == "word" else spec.char_analyzer
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -61,7 +73,7 @@ class BaselineModel:
         self.intercept = intercept  # (n_classes,)
         self._counters = {
             name: CountVectorizer(
-                analyzer=_ANALYZERS[name],
+                analyzer=_analyzer(name, spec),
                 ngram_range=tuple(spec.word_ngrams if name == "word" else spec.char_ngrams),
                 vocabulary={t: i for i, t in enumerate(vocab[name])},
                 dtype=np.float64,
@@ -71,6 +83,8 @@ class BaselineModel:
 
     def featurize(self, texts: list[str]) -> sp.csr_matrix:
         """TF-IDF features, shape (n_texts, n_word + n_char)."""
+        if self.spec.preprocess:
+            texts = [preprocess_text(t) for t in texts]
         blocks = []
         for name in ("word", "char"):
             x = self._counters[name].transform(texts).tocsr()
@@ -134,7 +148,7 @@ class BaselineModel:
 
 def _fit_vectorizer(name: str, spec: BaselineSpec, texts: list[str]) -> tuple[TfidfVectorizer, sp.csr_matrix]:
     vec = TfidfVectorizer(
-        analyzer=_ANALYZERS[name],
+        analyzer=_analyzer(name, spec),
         ngram_range=tuple(spec.word_ngrams if name == "word" else spec.char_ngrams),
         min_df=spec.min_df,
         max_features=spec.max_features,
@@ -157,6 +171,8 @@ def train_baseline(texts: list[str], labels: np.ndarray, policy: Policy, *, seed
         The fitted model.
     """
     spec = policy.baseline
+    if spec.preprocess:
+        texts = [preprocess_text(t) for t in texts]
     vocab: dict[str, list[str]] = {}
     idf: dict[str, np.ndarray] = {}
     blocks = []
