@@ -116,7 +116,12 @@ class BaselineSpec(_Strict):
     max_features: int | None = Field(default=200_000, description="Keep this many n-grams per analyzer at most.")
     sublinear_tf: bool = Field(default=True, description="Use 1 + log(tf).")
     C: float = Field(default=10.0, gt=0, description="Inverse regularization strength.")
-    class_weight: Literal["balanced"] | None = Field(default=None, description="Reweight classes by frequency.")
+    class_weight_power: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Class weights (n / (k * n_class)) ** power: 0 unweighted, 1 scikit-learn's 'balanced'.",
+    )
     max_iter: int = Field(default=1000, ge=10, description="Solver iterations.")
 
 
