@@ -39,6 +39,11 @@ def _slice_frames(frame: pd.DataFrame, policy: Policy) -> dict[str, np.ndarray]:
     for spec in policy.slices:
         if spec.by == "length":
             keys = np.array(length_buckets(frame["text"].tolist(), spec.buckets))
+            order = [f"{lo}-{hi}" for lo, hi in zip(spec.buckets, spec.buckets[1:], strict=False)]
+            for key in order:  # bucket order, not string order
+                if (keys == key).any():
+                    masks[f"{spec.name}:{key}"] = keys == key
+            continue
         else:
             col = f"src_{spec.column}"
             if col not in frame.columns:
