@@ -1,4 +1,4 @@
-"""Evaluate: calibrate thresholds on validation, compute reference and operating-point metrics on test."""
+"""Evaluate: calibrate thresholds on validation; score challenger and champion on the same frozen sets."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -16,14 +16,24 @@ def evaluate(
     family: str,
     run_id: str,
     evaluation: Output[Artifact],
+    paired: Output[Artifact],
+    thresholds: Output[Artifact],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
 ) -> str:
-    """Write the evaluation document and the KFP UI metrics; returns the thresholds version."""
+    """Write the evaluation document, the paired decisions, thresholds.json and the UI metrics.
+
+    Returns the thresholds version.
+    """
     from harmguard.metrics import flatten
     from harmguard.steps import evaluate_step
 
-    doc = evaluate_step(policy, snapshot.path, model.path, data_version, model_digest, run_id, family, evaluation.path)
+    doc = evaluate_step(
+        policy, snapshot.path, model.path, data_version, model_digest, run_id, family, evaluation.path,
+        paired_path=paired.path, thresholds_path=thresholds.path,
+    )  # fmt: skip
+    thresholds.metadata["thresholds_version"] = doc["thresholds_version"]
+    paired.metadata["champion"] = (doc.get("champion") or {}).get("version") or ""
     for key, value in flatten(doc, "test").items():
         if key.startswith(("reference/overall/", "operating/overall/")):
             metrics.log_metric(key.replace("/", "."), round(value, 6))

@@ -1,4 +1,4 @@
-"""Gate: value thresholds from the policy; outputs the decision the pipeline branches on."""
+"""Gate: value and change thresholds (against the champion, with significance); outputs the decision."""
 
 from typing import NamedTuple
 
@@ -12,6 +12,7 @@ from components import BASE_IMAGE
 def gate(
     policy: str,
     evaluation: Input[Artifact],
+    paired: Input[Artifact],
     run_id: str,
     started_by: str,
     blessing: Output[Artifact],
@@ -23,5 +24,7 @@ def gate(
 
     from harmguard.steps import gate_step
 
-    doc = gate_step(policy, evaluation.path, run_id, started_by, blessing.path, report.path, summary.path)
+    doc = gate_step(
+        policy, evaluation.path, run_id, started_by, blessing.path, report.path, summary.path, paired_path=paired.path
+    )
     return namedtuple("GateOutputs", ["blessed", "reasons"])(doc["blessed"], "\n".join(doc["reasons"]))

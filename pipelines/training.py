@@ -22,6 +22,7 @@ def training_pipeline(
     data_uri: str = "",
     columns: str = "",
     family: str = "baseline",
+    train_config: str = "",
     sample: int = 0,
     seed: int = 0,
     run_id: str = "manual",
@@ -45,6 +46,7 @@ def training_pipeline(
             data_version=data_version,
             seed=seed,
             run_id=run_id,
+            train_config=train_config,
         )
         train_task.set_display_name("Train")
         evaluate_task = evaluate(
@@ -58,7 +60,11 @@ def training_pipeline(
         )
         evaluate_task.set_display_name("Evaluate")
         gate_task = gate(
-            policy=policy, evaluation=evaluate_task.outputs["evaluation"], run_id=run_id, started_by=started_by
+            policy=policy,
+            evaluation=evaluate_task.outputs["evaluation"],
+            paired=evaluate_task.outputs["paired"],
+            run_id=run_id,
+            started_by=started_by,
         )
         gate_task.set_display_name("Gate")
         with dsl.If(gate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712

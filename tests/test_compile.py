@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_training_pipeline_matches_golden(tmp_path):
-    (path,) = compile_pipelines(tmp_path)
+    path = next(p for p in compile_pipelines(tmp_path) if p.name == "training.yaml")
     golden = ROOT / "pipelines" / "training.yaml"
     assert path.read_text() == golden.read_text(), "pipelines/training.yaml is stale: run `make compile`"
 
@@ -25,3 +25,15 @@ def test_compiled_pipeline_loads_and_names_the_image():
     assert "image: ghcr.io/harmguard/harmguard:" in text
     assert "pip install" not in text  # nothing installed at run time
     assert "dsl.Condition" not in text
+
+
+def test_promotion_pipeline_matches_golden(tmp_path):
+    path = next(p for p in compile_pipelines(tmp_path) if p.name == "promotion.yaml")
+    golden = ROOT / "pipelines" / "promotion.yaml"
+    assert path.read_text() == golden.read_text(), "pipelines/promotion.yaml is stale: run `make compile`"
+    spec = components.load_component_from_file(str(golden))
+    assert spec.name == "harmguard-promotion"
+    text = golden.read_text()
+    assert "pip install" not in text and "image: ghcr.io/harmguard/harmguard:" in text
+    for task in ("verify-approval", "check-champion", "validate-infra", "move-champion", "deploy"):
+        assert f"  {task}:" in text

@@ -157,11 +157,6 @@ def test_unparsable_file(tmp_path: Path, name: str, content: bytes, problem: str
     assert name in str(exc.value)
 
 
-def test_gcs_not_yet(tmp_path: Path) -> None:
-    with pytest.raises(DataReadError, match="issue #8"):
-        read_table("gs://bucket/data.csv")
-
-
 def test_unsupported_scheme() -> None:
     with pytest.raises(DataReadError, match="unsupported URI scheme 'http'"):
         read_table("http://example.com/data.csv")

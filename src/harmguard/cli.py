@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 EXIT_REFUSED = 2
+_TF = "Transformer family"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -50,11 +51,45 @@ def run(
         str, typer.Option("--data", help="Data path/URI (CSV, Parquet, JSONL) instead of the policy's.")
     ] = "",
     columns: Annotated[str, typer.Option(help='Column mapping override as JSON, e.g. \'{"text": "body"}\'.')] = "",
-    family: Annotated[str, typer.Option(help="Model family: baseline (transformer arrives with #3).")] = "baseline",
+    family: Annotated[str, typer.Option(help="Model family: baseline or transformer (Ray Train).")] = "baseline",
     sample: Annotated[int, typer.Option(help="Use a stable sample of this many rows (0: all).", min=0)] = 0,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     by: Annotated[str | None, typer.Option(help="Who starts the run (default: the OS user).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    backbone: Annotated[
+        str | None, typer.Option(help="Transformer: Hugging Face encoder (folder or hub name).", rich_help_panel=_TF)
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Transformer: Ray Train workers.", min=1, rich_help_panel=_TF)
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Transformer: most epochs.", min=1, rich_help_panel=_TF)] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Transformer: longest tokenized input.", min=8, rich_help_panel=_TF)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Transformer: examples per worker per micro-batch.", min=1, rich_help_panel=_TF)
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Transformer: peak learning rate.", min=0, rich_help_panel=_TF)
+    ] = None,
+    max_train_rows: Annotated[
+        int | None,
+        typer.Option(help="Transformer on CPU: train on at most this many rows (0: all).", min=0, rich_help_panel=_TF),
+    ] = None,
+    use_gpu: Annotated[
+        bool | None, typer.Option("--use-gpu/--no-gpu", help="Transformer: one GPU per worker.", rich_help_panel=_TF)
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None, typer.Option(help="Transformer: CPUs per Ray Train worker.", min=0, rich_help_panel=_TF)
+    ] = None,
+    ray_address: Annotated[
+        str,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="Transformer: Ray cluster to train on (http://HOST:8265 submits a Ray job); empty: a local cluster.",
+            rich_help_panel=_TF,
+        ),
+    ] = "",
 ) -> None:
     """Run the training pipeline locally (kfp.local): ingest, validate, train, evaluate, gate, register."""
     from harmguard.policy import PolicyError
@@ -65,6 +100,22 @@ def run(
             json.loads(columns)
         except json.JSONDecodeError as e:
             raise _fail(f"--columns is not valid JSON: {e}") from e
+    options = {
+        "backbone": backbone,
+        "num_workers": workers,
+        "epochs": epochs,
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "cpu_max_train_rows": max_train_rows,
+        "use_gpu": use_gpu,
+        "resources_per_worker": {"CPU": cpus_per_worker} if cpus_per_worker else None,
+        # RAY_ADDRESS in the environment must not make a baseline run fail, so the address counts for transformers only
+        "ray_address": (ray_address or None) if family == "transformer" else None,
+    }
+    train_config = {k: v for k, v in options.items() if v is not None}
+    if train_config and family != "transformer":
+        raise _fail(f"{', '.join(sorted(train_config))}: transformer options need --family transformer")
     settings = _settings()
     try:
         summary = run_training(
@@ -73,6 +124,7 @@ def run(
             data_uri=data,
             columns=columns,
             family=family,
+            train_config=json.dumps(train_config) if train_config else "",
             sample=sample,
             seed=seed,
             started_by=by or _user(),
@@ -131,11 +183,15 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show champion, challenger, blessed-but-unapproved versions and registry/MLflow mismatches per policy."""
+    from harmguard.approval import approval_overview
     from harmguard.registry import registry_status
     from harmguard.storage import open_store
 
     settings = _settings()
-    doc = registry_status(open_store(settings.home), settings)
+    store = open_store(settings.home)
+    doc = registry_status(store, settings)
+    for name, entry in doc["policies"].items():
+        entry.update(approval_overview(store, name))  # approved, overrides, last_events (beyond CONTRACTS.md)
     if policy:
         if policy not in doc["policies"]:
             raise _fail(f"no registered versions for policy {policy!r}; known: {sorted(doc['policies'])}")
@@ -159,6 +215,107 @@ def status(
             "\n".join(p["mismatches"]) or "–",
         )
     Console().print(table)
+    for name, p in sorted(doc["policies"].items()):
+        for o in p["overrides"]:
+            err.print(f"[yellow]override[/] {o['version']} by {o['by']} at {o['when']}: {o['why']}")
+        for e in p["last_events"]:
+            moved = f" {e['from'] or '–'} → {e['to']}" if e.get("to") else ""
+            err.print(f"{name} · {e['when']} · {e['event']} {e['version'] or ''}{moved} by {e['who']}: {e['why']}")
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to approve.")],
+    by: Annotated[str, typer.Option(help="Who approves (must differ from the run's starter).")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    override_gate: Annotated[bool, typer.Option(help="Approve a version the gate did not bless (recorded).")] = False,
+    policy: Annotated[str, typer.Option(help="Policy file for the approval rules (default: the shipped one).")] = "",
+) -> None:
+    """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL)."""
+    from harmguard.approval import ApprovalError, ApprovalRules, approve_version
+    from harmguard.policy import PolicyError
+    from harmguard.registry import VersionNotFound, parse_version
+    from harmguard.storage import open_store
+
+    try:
+        rules = ApprovalRules.from_policy(policy or parse_version(version)[0])
+        event = approve_version(
+            open_store(_settings().home), version, by=by, reason=reason, rules=rules, override_gate=override_gate
+        )
+    except (ApprovalError, PolicyError, VersionNotFound, ValueError) as e:
+        raise _fail(str(e)) from e
+    note = " [yellow](gate overridden)[/]" if override_gate else ""
+    err.print(f"[green]approved[/] {version}{note} by {by}; valid until {event['expires_at']}")
+
+
+@app.command()
+def reject(
+    version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to reject.")],
+    by: Annotated[str, typer.Option(help="Who rejects.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+) -> None:
+    """Reject a version: it cannot be promoted (an earlier approval is withdrawn)."""
+    from harmguard.approval import ApprovalError, reject_version
+    from harmguard.registry import VersionNotFound
+    from harmguard.storage import open_store
+
+    try:
+        reject_version(open_store(_settings().home), version, by=by, reason=reason)
+    except (ApprovalError, VersionNotFound, ValueError) as e:
+        raise _fail(str(e)) from e
+    err.print(f"[red]rejected[/] {version} by {by}")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The approved version '<policy>/<n>' to make champion.")],
+    by: Annotated[str | None, typer.Option(help="Who promotes (default: the OS user).")] = None,
+    policy: Annotated[str, typer.Option(help="Policy file for the approval rules (default: the shipped one).")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Run the promotion pipeline locally (kfp.local): approval, digest, champion, golden file, swap, deploy."""
+    from harmguard.promotion import PromotionRefused
+    from harmguard.promotion_steps import run_promotion
+
+    try:
+        summary = run_promotion(_settings(), version=version, promoted_by=by or _user(), policy_ref=policy)
+    except PromotionRefused as e:
+        raise _fail(str(e)) from e
+    if as_json:
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+    if not summary["ok"]:
+        raise _fail(f"promotion of {version} refused at {summary['refused_at'] or 'a step'}: {summary['error']}")
+    infra, deploy = summary.get("infra") or {}, summary.get("deploy") or {}
+    if infra.get("agreement") is not None:
+        needs = f"needs {infra['required']:.3f}, {infra['required_from']}"
+        err.print(f"golden agreement {infra['agreement']:.3f} ({needs})")
+    err.print(f"[green]champion[/] of {summary['policy']} is now {version} (was {summary['champion']['previous']})")
+    err.print(f"{deploy.get('note', '')}; RayService patch: {deploy.get('patch')} · {summary['wall_seconds']} s")
+
+
+@app.command()
+def rollback(
+    policy: Annotated[str, typer.Option(help="The policy whose champion goes back to the previous version.")],
+    by: Annotated[str, typer.Option(help="Who rolls back.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Move `champion` back to the version it replaced (compare-and-swap, audited as rollback) and deploy it."""
+    from harmguard.promotion import PromotionRefused, rollback_champion
+    from harmguard.steps import new_run_id
+    from harmguard.storage import open_store
+
+    settings = _settings()
+    try:
+        result = rollback_champion(
+            open_store(settings.home), settings, policy, by=by, reason=reason, run_id=new_run_id(f"{policy}-rollback")
+        )
+    except (PromotionRefused, ValueError) as e:
+        raise _fail(str(e)) from e
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    err.print(f"[green]champion[/] of {policy} rolled back to {result['version']} (from {result['previous']})")
+    err.print(f"{result['deploy']['note']}; RayService patch: {result['deploy']['patch']}")
 
 
 @app.command("compile")
@@ -172,6 +329,35 @@ def compile_(
 
     for path in compile_pipelines(output_dir):
         err.print(f"wrote {path}")
+
+
+@app.command("serve")
+def serve_(
+    policy: Annotated[str | None, typer.Option(help="Policy to serve (default: the only one with a champion).")] = None,
+    version: Annotated[str | None, typer.Option(help="Serve this version '<policy>/<n>' instead.")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.", min=1, max=65535)] = 8000,
+    shadow: Annotated[bool, typer.Option(help="Score the challenger beside it (never changes answers).")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the running local server.")] = False,
+) -> None:
+    """Serve a version over HTTP on this machine (Ray Serve) until stopped; `--stop` stops it."""
+    from harmguard.registry import get_version, read_alias
+    from harmguard.serving import local
+    from harmguard.storage import open_store
+
+    store = open_store(_settings().home)
+    if stop:
+        doc = local.stop_local_server(store)
+        err.print(f"stopped the server of {doc['version']} (pid {doc['pid']})" if doc else "no server was running")
+        return
+    try:
+        record, note = local.resolve_version(store, policy, version)
+        challenger, _ = read_alias(store, record.policy, "challenger")
+        other = get_version(store, challenger.version) if shadow and challenger and challenger.version else None
+        args = local.ServeArgs(user_config=local.user_config_for(record, other))
+    except (LookupError, ValueError, local.ServeError) as e:
+        raise _fail(str(e)) from e
+    err.print(note)
+    local.run_local_server(store, args, port=port, on_ready=lambda e: err.print(f"serving at {e['url']} · {e}"))
 
 
 def main() -> None:

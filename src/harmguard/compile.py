@@ -16,4 +16,8 @@ def compile_pipelines(output_dir: Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "training.yaml"
     compiler.Compiler().compile(training_pipeline, str(path))
-    return [path]
+    from pipelines.promotion import promotion_pipeline
+
+    promotion = out / "promotion.yaml"
+    compiler.Compiler().compile(promotion_pipeline, str(promotion))
+    return [path, promotion]

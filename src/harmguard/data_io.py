@@ -18,8 +18,8 @@ What the readers keep, and why:
   ``"007"`` ids into 7. JSON ``null`` stays missing: unlike CSV, JSON can tell null from ``""``.
 - Parquet keeps its schema (read with pyarrow).
 
-Local paths and ``file://`` URIs are read now. Other schemes go through ``_OPENERS``; ``gs://`` arrives with
-issue #8 as one more opener (e.g. a ``pyarrow.fs.GcsFileSystem`` input stream), with no change to the readers.
+Local paths, ``file://`` and ``gs://`` URIs are read (other schemes would be one more entry in ``_OPENERS``);
+a ``gs://`` object is downloaded into memory through ``harmguard.gcs`` and parsed by the same readers.
 """
 
 from __future__ import annotations
@@ -73,7 +73,14 @@ def _open_local(uri: str) -> BinaryIO:
 
 
 def _open_gcs(uri: str) -> BinaryIO:
-    raise DataReadError(f"{uri}: reading gs:// URIs is not implemented yet (it arrives with issue #8); copy it locally")
+    from harmguard.gcs import open_uri
+
+    try:
+        return open_uri(uri)  # downloaded into memory: a seekable stream, so the readers need no change
+    except FileNotFoundError:
+        raise DataReadError(f"{uri}: file not found") from None
+    except ValueError as e:
+        raise DataReadError(f"{uri}: {e}") from None
 
 
 # Scheme -> opener returning a readable binary stream. A new store is one entry here (issue #8: "gs").
@@ -130,7 +137,7 @@ def read_table(uri: str, fmt: str | None = None, *, string_columns: Sequence[str
     """Read a table from a local path or URI.
 
     Args:
-        uri: A local path, ``file://`` URI (``gs://`` arrives with issue #8).
+        uri: A local path, ``file://`` or ``gs://`` URI.
         fmt: ``csv``, ``tsv``, ``parquet`` or ``jsonl``; inferred from the extension when omitted. gzip
             compression (csv, tsv, jsonl) is detected from the content.
         string_columns: CSV/TSV columns read as strings exactly as written (text and id columns).

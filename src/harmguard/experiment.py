@@ -19,10 +19,40 @@ def metric_name(key: str) -> str:
 
 
 def artifact_root(settings: Settings, experiment: str) -> str:
-    """Where an experiment's MLflow artifacts live: under the home (a file URI locally)."""
+    """Where an experiment's MLflow artifacts live.
+
+    Under a local home (a file URI). With a gs:// home and a ``sqlite:///`` tracking URI, beside the tracking
+    database, so the MLflow side stays self-contained and local; with a tracking server, under the gs:// home
+    (MLflow's own GCS artifact store writes there with the same credentials).
+    """
     if settings.home_is_local:
         return (settings.home_path / "mlflow-artifacts" / experiment).as_uri()
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        db = Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlflow-artifacts" / experiment).as_uri()
     return f"{settings.home.rstrip('/')}/mlflow-artifacts/{experiment}"
+
+
+def history_metrics(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
+    """(``train.<metric>``, value, epoch) for each numeric value of each epoch of a training history."""
+    return [
+        (f"train.{k}", float(v), int(h["epoch"]))
+        for h in history
+        for k, v in h.items()
+        if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+
+
+def training_params(train: dict[str, Any]) -> dict[str, Any]:
+    """MLflow params of a train step record: its options, the effective transformer settings, rows, resumes."""
+    params = {f"train.{k}": v for k, v in (train.get("params") or {}).items()}
+    params.update({f"train.option.{k}": v for k, v in (train.get("options") or {}).items()})
+    for key in ("train_rows", "validation_rows"):
+        if key in train:
+            params[f"train.{key}"] = train[key]
+    if train.get("resumes"):
+        params["train.resumed_at_steps"] = [r["step"] for r in train["resumes"]]
+    return params
 
 
 def log_run(
@@ -34,8 +64,9 @@ def log_run(
     metrics: dict[str, float],
     tags: dict[str, str],
     files: dict[str, bytes],
+    history: list[dict[str, Any]] | None = None,
 ) -> str:
-    """Create a finished MLflow run; returns its id."""
+    """Create a finished MLflow run; returns its id. ``history``: per-epoch training metrics, logged by step."""
     from harmguard.tracking import error_code, mlflow_client, mlflow_lock
 
     client = mlflow_client(settings.mlflow_tracking_uri)
@@ -62,7 +93,8 @@ def log_run(
 
             client.log_batch(
                 rid,
-                metrics=[Metric(metric_name(k), float(v), now_ms, 0) for k, v in metrics.items()],
+                metrics=[Metric(metric_name(k), float(v), now_ms, 0) for k, v in metrics.items()]
+                + [Metric(metric_name(k), v, now_ms, step) for k, v, step in history_metrics(history or [])],
                 params=[Param(k, str(v)[:6000]) for k, v in params.items()],
             )
             with tempfile.TemporaryDirectory() as tmp:

@@ -169,7 +169,10 @@ def length_buckets(texts: list[str], edges: list[int]) -> list[str]:
 
 
 def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]:
-    """Flat ``kind/slice/[category/]metric`` numbers of one split (gate lookups, KFP Metrics, MLflow)."""
+    """Flat ``kind/slice/[category/]metric`` numbers of one split (gate lookups, KFP Metrics, MLflow).
+
+    Slices are ``overall``, ``<family>:<bucket>`` and the names of the frozen evaluation sets.
+    """
     out: dict[str, float] = {}
 
     def add(prefix: str, ref: dict[str, Any] | None, op: dict[str, Any] | None) -> None:
@@ -191,4 +194,13 @@ def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]
     add("overall", evaluation["reference"].get(split), evaluation["operating"].get(split))
     for name, sl in evaluation.get("slices", {}).items():
         add(name, sl.get("reference"), sl.get("operating"))
+    # Frozen evaluation sets read as slices named after the set: `<kind>/<set>/<category>/<metric>`.
+    for name, es in (evaluation.get("evaluation_sets") or {}).items():
+        for kind in ("reference", "operating"):
+            m = es.get(kind) or {}
+            if m.get("accuracy") is not None:
+                out[f"{kind}/{name}/accuracy"] = m["accuracy"]
+            for k in ("precision", "recall", "f1", "fpr", "pr_auc", "roc_auc"):
+                if m.get(k) is not None:
+                    out[f"{kind}/{name}/{es['category']}/{k}"] = m[k]
     return {k: float(v) for k, v in out.items()}

@@ -125,6 +125,54 @@ class BaselineSpec(_Strict):
     max_iter: int = Field(default=1000, ge=10, description="Solver iterations.")
 
 
+class TransformerSpec(_Strict):
+    """Transformer fine-tuning (Ray Train) settings; the CLI overrides any of them for one run."""
+
+    backbone: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="Hugging Face encoder: a local folder or hub name (all-MiniLM-L6-v2: the packaged copy).",
+    )
+    max_length: int = Field(default=64, ge=8, le=4096, description="Longest tokenized input; longer texts are cut.")
+    preprocess: bool = Field(
+        default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Training examples per worker per micro-batch.")
+    eval_batch_size: int = Field(default=128, ge=1, description="Examples per batch when validating and scoring.")
+    epochs: int = Field(default=2, ge=1, description="Most passes over the training rows.")
+    learning_rate: float = Field(default=5e-5, gt=0, description="Peak AdamW learning rate (after warm-up).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm).")
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of optimizer steps spent warming up linearly, then linear decay."
+    )
+    grad_accumulation: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    early_stopping_patience: int = Field(
+        default=2, ge=1, description="Stop after this many epochs without a better validation macro F1."
+    )
+    bucket_batches: int = Field(
+        default=50, ge=1, description="Length bucketing: sort by length within windows of this many batches."
+    )
+    num_workers: int = Field(default=2, ge=1, description="Ray Train workers (data-parallel replicas).")
+    use_gpu: bool = Field(default=False, description="One GPU per worker, mixed precision (bfloat16).")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description='Ray resources per worker, e.g. {"CPU": 2}; empty: Ray\'s default (1 CPU).'
+    )
+    torch_threads: int = Field(default=0, ge=0, description="torch threads per worker; 0: the worker's CPUs.")
+    max_failures: int = Field(default=2, ge=0, description="Worker-group restarts from the latest checkpoint.")
+    checkpoint_every_steps: int = Field(
+        default=0, ge=0, description="Also checkpoint every this many optimizer steps; 0: only at epoch ends."
+    )
+    checkpoints_to_keep: int | None = Field(
+        default=2, ge=1, description="Checkpoints kept by validation macro F1 (the latest is always kept)."
+    )
+    log_every_steps: int = Field(default=10, ge=1, description="Progress line every this many optimizer steps.")
+    cpu_max_train_rows: int = Field(
+        default=2000,
+        ge=0,
+        description="Without GPUs, train on a stable sample of at most this many train rows (0: all), so a "
+        "laptop run takes minutes; GPU runs use every row.",
+    )
+
+
 class EvaluationSet(_Strict):
     """A frozen evaluation set (never trained on) and what it tests."""
 
@@ -144,28 +192,88 @@ class SliceSpec(_Strict):
     buckets: list[int] = Field(default_factory=list, description="Length bucket edges in characters.")
     column: str | None = Field(default=None, description="Source column for `by: column`.")
 
+    @model_validator(mode="after")
+    def _complete(self) -> SliceSpec:
+        if self.by == "length" and (len(self.buckets) < 2 or self.buckets != sorted(set(self.buckets))):
+            raise ValueError(f"length slice {self.name!r} needs at least two increasing bucket edges")
+        if self.by == "column" and not self.column:
+            raise ValueError(f"column slice {self.name!r} needs `column` (one of data.columns.source)")
+        return self
+
+
+class ChangeThreshold(_Strict):
+    """A change threshold: the challenger against the champion on the same rows, with a paired bootstrap."""
+
+    mode: Literal["absolute", "relative"] = Field(
+        default="absolute", description="Change in metric units, or as a fraction of the champion's value."
+    )
+    direction: Literal["higher_is_better", "lower_is_better"] | None = Field(
+        default=None, description="Orientation; inferred when omitted (fpr and flagged_rate: lower is better)."
+    )
+    tolerance: float = Field(
+        default=0.0, ge=0, description="Largest regression allowed: passes iff the interval's low end >= -tolerance."
+    )
+
 
 class Threshold(_Strict):
-    """A value threshold of the gate."""
+    """A gate threshold: value bounds (`min`/`max`), a change bound against the champion (`change`), or both."""
 
     metric: str = Field(description="Metric name, e.g. macro_f1, weighted_f1, f1, recall, precision, fpr, pr_auc.")
     kind: Literal["reference", "operating"] = Field(default="reference", description="Which metrics it reads.")
     category: str | None = Field(default=None, description="Category for per-category metrics.")
-    slice: str = Field(default="overall", description="`overall` or `<family>:<bucket>`.")
+    slice: str = Field(
+        default="overall", description="`overall`, `<family>:<bucket>` of a declared slice, or an evaluation set name."
+    )
     min: float | None = Field(default=None, description="Lower bound (higher is better).")
     max: float | None = Field(default=None, description="Upper bound (lower is better).")
+    change: ChangeThreshold | None = Field(
+        default=None, description="Bound on the change against the champion; skipped when there is no champion."
+    )
 
     @model_validator(mode="after")
     def _bound(self) -> Threshold:
-        if self.min is None and self.max is None:
-            raise ValueError(f"threshold on {self.metric} needs `min` or `max`")
+        from harmguard.significance import CHANGE_METRICS, PER_LABEL_METRICS
+
+        if self.min is None and self.max is None and self.change is None:
+            raise ValueError(
+                f"threshold on {self.metric} needs `min` or `max` (value) or `change` (against the champion)"
+            )
+        if self.change is not None:
+            if self.metric not in CHANGE_METRICS:
+                raise ValueError(
+                    f"change threshold on {self.metric}: only {sorted(CHANGE_METRICS)} can be resampled; "
+                    "use a value threshold (min/max) for it"
+                )
+            if (self.metric in PER_LABEL_METRICS) != (self.category is not None):
+                need = "needs a" if self.metric in PER_LABEL_METRICS else "takes no"
+                raise ValueError(f"change threshold on {self.metric} {need} `category`")
         return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Orientation of the change check."""
+        from harmguard.significance import LOWER_IS_BETTER
+
+        if self.change is not None and self.change.direction is not None:
+            return self.change.direction == "higher_is_better"
+        return self.metric not in LOWER_IS_BETTER
+
+
+class BootstrapSpec(_Strict):
+    """How change checks estimate their interval."""
+
+    resamples: int = Field(default=1000, ge=100, description="Bootstrap resamples B.")
+    seed: int = Field(default=0, description="Seed of the resample index matrix (fixed: reruns agree).")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Two-sided interval coverage.")
 
 
 class GateSpec(_Strict):
     """Gate thresholds."""
 
-    thresholds: list[Threshold] = Field(default_factory=list, description="Value thresholds; all must pass.")
+    thresholds: list[Threshold] = Field(
+        default_factory=list, description="Value and change thresholds; every one must pass."
+    )
+    bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec, description="Significance of change checks.")
 
 
 class Policy(_Strict):
@@ -183,10 +291,16 @@ class Policy(_Strict):
         default_factory=dict, description="Category -> calibration target (default max_fpr 0.01)."
     )
     baseline: BaselineSpec = Field(default_factory=BaselineSpec, description="Baseline model settings.")
+    transformer: TransformerSpec = Field(
+        default_factory=TransformerSpec, description="Transformer fine-tuning settings."
+    )
     evaluation_sets: list[EvaluationSet] = Field(default_factory=list, description="Frozen evaluation sets.")
     slices: list[SliceSpec] = Field(default_factory=list, description="Slices for metrics and thresholds.")
     gate: GateSpec = Field(default_factory=GateSpec, description="The evaluation gate.")
     allow_self_approval: bool = Field(default=False, description="Whether the run's starter may approve it.")
+    approval_ttl_hours: float = Field(
+        default=72.0, gt=0, description="Hours an approval stays valid for promotion; after that, approve again."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -199,6 +313,9 @@ class Policy(_Strict):
         for t in self.gate.thresholds:
             if t.category is not None and t.category not in cats | {self.none_label}:
                 raise ValueError(f"gate threshold names unknown category {t.category!r}")
+        for sl in self.slices:
+            if sl.by == "column" and sl.column not in self.data.columns.source:
+                raise ValueError(f"slice {sl.name!r} reads column {sl.column!r}: list it in data.columns.source")
         if self.label_mode == "multilabel" and set(self.data.columns.labels) != cats:
             raise ValueError("multilabel policies map every category to a column in data.columns.labels")
         return self

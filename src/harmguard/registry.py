@@ -166,7 +166,7 @@ def verify_model(store: ArtifactStore, digest: str) -> Path:
     """Recompute the digest of ``models/<digest>/`` and refuse a model whose files changed.
 
     Args:
-        store: The artifact store (local; gs:// verification arrives with issue #8).
+        store: The artifact store (a gs:// model is downloaded to the store's cache first).
         digest: The model digest.
 
     Returns:
@@ -178,9 +178,20 @@ def verify_model(store: ArtifactStore, digest: str) -> Path:
     """
     if not _DIGEST.match(digest):
         raise ValueError(f"invalid model digest {digest!r}")
-    if not isinstance(store, LocalStore):
-        raise NotImplementedError(f"verifying models in {store.uri} is not supported yet (issue #8)")
-    folder = store.path(f"models/{digest}")
+    if isinstance(store, LocalStore):
+        folder = store.path(f"models/{digest}")
+    else:
+        from harmguard.gcs import GCSStore
+
+        if not isinstance(store, GCSStore):
+            raise NotImplementedError(f"verifying models in {store.uri} is not supported")
+        # Only a complete tree (manifest written last) is downloaded; its digest is recomputed below all the same.
+        try:
+            folder = store.fetch_tree(f"models/{digest}")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no model {digest} under {store.uri}/models") from None
+        except StoreError as e:
+            raise TamperedModelError(f"model {digest} in {store.uri} was modified: {e}; refusing it") from None
     if not folder.is_dir():
         raise FileNotFoundError(f"no model {digest} under {store.uri}/models")
     actual = model_digest(folder)

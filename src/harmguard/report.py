@@ -125,5 +125,8 @@ def render_evaluation_markdown(evaluation: dict[str, Any], blessing: dict[str, A
         )
     if blessing is not None:
         lines += ["", f"**Gate: {'BLESSED' if blessing['blessed'] else 'REJECTED'}**", ""]
-        lines += [f"- {'✅' if c['passed'] else '❌'} {c['reason']}" for c in blessing["checks"]]
+        lines += [
+            f"- {'⏭️' if c.get('skipped') else '✅' if c['passed'] else '❌'} {c['reason']}" for c in blessing["checks"]
+        ]
+        lines += [f"\n_{n}_" for n in blessing.get("notes", [])]
     return "\n".join(lines) + "\n"

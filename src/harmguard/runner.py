@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import time
@@ -26,6 +27,7 @@ from harmguard.storage import open_store
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_PROGRESS = re.compile(r"HGPROGRESS (\{.*\})")  # harmguard.train_ray.PROGRESS_PREFIX, echoed from the train step
 STEP_TITLES = {
     "ingest": "Ingest and snapshot",
     "validate": "Validate data",
@@ -34,6 +36,11 @@ STEP_TITLES = {
     "gate": "Gate",
     "register": "Register challenger",
     "fail-run": "Stop: data validation failed",
+    "verify-approval": "Verify approval and model digest",
+    "check-champion": "Check champion",
+    "validate-infra": "Infra validation (golden file)",
+    "move-champion": "Move champion (compare-and-swap)",
+    "deploy": "Deploy",
 }
 
 
@@ -52,7 +59,9 @@ class _ProgressLog(io.TextIOBase):
         *lines, self._buf = self._buf.split("\n")
         for line in lines:
             clean = _ANSI.sub("", line)
-            if m := _START.search(clean):
+            if m := _PROGRESS.search(clean):
+                self._progress(m.group(1))
+            elif m := _START.search(clean):
                 self.started[m.group(1)] = time.monotonic()
                 self.console.print(f"[cyan]▶[/] {STEP_TITLES.get(m.group(1), m.group(1))} …")
             elif m := _END.search(clean):
@@ -62,6 +71,14 @@ class _ProgressLog(io.TextIOBase):
                 mark = "[green]✔[/]" if status == "SUCCESS" else "[red]✘[/]"
                 self.console.print(f"{mark} {STEP_TITLES.get(name, name)} ({took:.1f} s)")
         return len(s)
+
+    def _progress(self, doc: str) -> None:
+        from harmguard.train_ray import format_progress
+
+        try:
+            self.console.print(f"  [dim]│[/] {format_progress(json.loads(doc))}", highlight=False)
+        except (ValueError, KeyError):
+            pass  # a garbled progress line stays in the log only
 
     def flush(self) -> None:
         self.log.flush()
@@ -85,6 +102,7 @@ def run_training(
     data_uri: str = "",
     columns: str = "",
     family: str = "baseline",
+    train_config: str = "",
     sample: int = 0,
     seed: int = 0,
     started_by: str = "unknown",
@@ -105,7 +123,9 @@ def run_training(
     run_id = new_run_id(pol.name)
     export_settings(settings)
     store = open_store(settings.home)
-    run_dir = settings.home_path / "runs" / run_id
+    # kfp.local's pipeline root and the log are local files; with a gs:// home they go to the local cache, while
+    # the steps write their records and reports to the store (runs/<run-id>/ under the home).
+    run_dir = (settings.home_path if settings.home_is_local else settings.cache) / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "pipeline.log"
     console.print(f"[bold]harmguard run[/] policy={pol.name} family={family} run={run_id}")
@@ -121,6 +141,7 @@ def run_training(
                     data_uri=data_uri,
                     columns=columns,
                     family=family,
+                    train_config=train_config,
                     sample=sample,
                     seed=seed,
                     run_id=run_id,

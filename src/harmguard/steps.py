@@ -109,8 +109,15 @@ def fail_step(summary: str) -> None:
     raise ValidationFailed(f"data validation failed: {summary}")
 
 
-def train_step(policy_ref: str, family: str, snapshot_path: str, seed: int, run_id: str, model_dir: str) -> str:
-    """Train a model on the train split and export it. Returns the model digest."""
+def train_step(
+    policy_ref: str, family: str, snapshot_path: str, seed: int, run_id: str, model_dir: str, train_config: str = ""
+) -> str:
+    """Train a model on the train split and export it. Returns the model digest.
+
+    ``train_config`` is a JSON object of run options (for the transformer: TransformerSpec overrides and
+    ``ray_address``); its checkpoints go under ``runs/<run-id>/checkpoints``. The record keeps the training
+    history (per epoch) and resumes, which the gate logs to MLflow.
+    """
     from harmguard.digests import model_digest
     from harmguard.training import train_model
 
@@ -118,13 +125,17 @@ def train_step(policy_ref: str, family: str, snapshot_path: str, seed: int, run_
     policy = load_policy(policy_ref)
     from harmguard.snapshot import read_snapshot_file
 
-    model = train_model(read_snapshot_file(snapshot_path), policy, family=family, seed=seed)
+    options = json.loads(train_config) if train_config else {}
+    workdir = store.uri_for(f"runs/{run_id}/checkpoints")
+    frame = read_snapshot_file(snapshot_path)
+    model = train_model(frame, policy, family=family, seed=seed, options=options, workdir=workdir)
     out = Path(model_dir)
     if out.exists():
         shutil.rmtree(out)
     model.save(out)
     digest = model_digest(out)
-    record(store, run_id, "train", {"family": family, "model_digest": digest, "seed": seed})
+    info = getattr(model, "train_info", {})  # transformer: params, per-epoch history, resumes, best epoch
+    record(store, run_id, "train", {"family": family, "model_digest": digest, "seed": seed, "options": options, **info})
     return digest
 
 
@@ -137,17 +148,30 @@ def evaluate_step(
     run_id: str,
     family: str,
     evaluation_path: str,
+    paired_path: str = "",
+    thresholds_path: str = "",
 ) -> dict[str, Any]:
-    """Calibrate thresholds and compute every metric. Returns the evaluation document (also written to a file)."""
-    from harmguard.evaluate import evaluate_model
+    """Calibrate thresholds, score challenger and champion on the same frozen sets, compute every metric.
+
+    Writes the evaluation document, the paired per-row decisions (for the gate) and the thresholds artifact.
+    Returns the evaluation document.
+    """
+    from harmguard.evaluate import evaluate_against_champion, thresholds_artifact
     from harmguard.models import load_model
     from harmguard.snapshot import read_snapshot_file
 
     settings, store = _ctx()
     policy = load_policy(policy_ref)
-    evaluation = evaluate_model(load_model(model_dir), read_snapshot_file(snapshot_path), policy, settings)
+    frame = read_snapshot_file(snapshot_path)
+    evaluation, paired = evaluate_against_champion(load_model(model_dir), model_digest, frame, policy, settings, store)
     evaluation.update(model_digest=model_digest, data_version=data_version, run_id=run_id, family=family)
     Path(evaluation_path).write_text(json.dumps(evaluation, default=_jsonable))
+    if paired_path:
+        paired.save(paired_path)
+    thresholds = thresholds_artifact(evaluation, policy=policy.name)
+    if thresholds_path:
+        Path(thresholds_path).write_text(json.dumps(thresholds, indent=2, default=_jsonable))
+    record(store, run_id, "thresholds", thresholds)
     record(store, run_id, "evaluation", json.loads(json.dumps(evaluation, default=_jsonable)))
     return evaluation
 
@@ -160,9 +184,11 @@ def gate_step(
     blessing_path: str,
     report_path: str,
     markdown_path: str,
+    paired_path: str = "",
 ) -> dict[str, Any]:
     """Apply the gate, write the blessing and the reviewer report, log the MLflow run. Returns the blessing."""
-    from harmguard.experiment import log_run
+    from harmguard.evaluate import PairedDecisions
+    from harmguard.experiment import log_run, training_params
     from harmguard.gate import run_gate
     from harmguard.lineage import git_commit, image_tag, lock_digest
     from harmguard.metrics import flatten
@@ -177,6 +203,7 @@ def gate_step(
         model_digest=evaluation["model_digest"],
         data_version=evaluation["data_version"],
         run_id=run_id,
+        paired=PairedDecisions.load(paired_path) if paired_path else None,
     )
     context = {
         "policy": policy.name,
@@ -209,6 +236,7 @@ def gate_step(
             "thresholds": json.dumps(evaluation["thresholds"]),
             "started_by": started_by,
             **{f"lineage.{k}": v for k, v in lineage.items()},
+            **training_params(read_record(store, run_id, "train") or {}),
         },
         metrics=flatten(evaluation, "test"),
         tags={
@@ -222,6 +250,7 @@ def gate_step(
             "blessing.json": json.dumps(blessing, indent=2).encode(),
             "summary.md": markdown.encode(),
         },
+        history=(read_record(store, run_id, "train") or {}).get("history"),
     )
     blessing["mlflow_run_id"] = mlflow_run_id
     Path(blessing_path).write_text(json.dumps(blessing, indent=2))
@@ -233,6 +262,8 @@ def register_step(
     policy_ref: str, model_dir: str, blessing_path: str, run_id: str, started_by: str, seed: int, family: str
 ) -> str:
     """Publish the model create-only, register the version, move `challenger` by CAS, audit. Returns the version."""
+    from harmguard.infra_validation import measure_golden
+    from harmguard.models import load_model
     from harmguard.registry import append_audit, move_alias, publish_model, read_alias, register_version
 
     settings, store = _ctx()
@@ -254,6 +285,8 @@ def register_step(
         metrics={
             "reference": evaluation.get("reference", {}).get("test"),
             "operating": evaluation.get("operating", {}).get("test"),
+            # golden-file agreement of the evaluated artifact: what promotion's infra validation must reach again
+            "golden": measure_golden(load_model(model_dir), policy.name, blessing["thresholds"]),
         },
         lineage=blessing["lineage"] | {"seeds": {"train": seed}},
         run_id=run_id,

@@ -4,7 +4,7 @@ Keys are POSIX paths relative to the home (``registry/davidson2017/champion.json
 guarantees CONTRACTS.md asks for with the file system: a write goes to a temporary file in the same folder and is
 renamed into place (readers never see half a file); create-only uses ``link``, which fails when the name exists;
 compare-and-swap holds a lock file while it compares the current content's digest with the expected one.
-A ``gs://`` home (issue #8) implements the same protocol with generation preconditions.
+A ``gs://`` home implements the same protocol with generation preconditions (``harmguard.gcs``).
 """
 
 from __future__ import annotations
@@ -181,8 +181,20 @@ class LocalStore:
         return True
 
 
-def open_store(home: str) -> ArtifactStore:
-    """The store for HARMGUARD_HOME (local folder; gs:// arrives with issue #8)."""
+def open_store(home: str, cache: Path | None = None) -> ArtifactStore:
+    """The store for HARMGUARD_HOME: a local folder, or ``gs://bucket/prefix`` (``harmguard.gcs.GCSStore``).
+
+    Args:
+        home: The artifact root.
+        cache: Local cache for trees downloaded from a remote store (verified models); default
+            ``$HARMGUARD_CACHE/gcs`` (``~/.cache/harmguard/gcs``). Unused for a local home.
+    """
     if home.startswith("gs://"):
-        raise StoreError("gs:// artifact roots are not supported yet (issue #8); use a local HARMGUARD_HOME")
+        from harmguard.gcs import GCSStore
+
+        if cache is None:
+            cache = Path(os.environ.get("HARMGUARD_CACHE") or Path.home() / ".cache" / "harmguard").expanduser()
+        return GCSStore(home, cache_dir=cache / "gcs")
+    if "://" in home and not home.startswith("file://"):
+        raise StoreError(f"HARMGUARD_HOME={home}: unsupported scheme; use a local folder or gs://bucket/prefix")
     return LocalStore(home.removeprefix("file://"))

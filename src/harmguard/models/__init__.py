@@ -52,4 +52,8 @@ def load_model(directory: str | Path) -> Classifier:
         from harmguard.models.baseline import BaselineModel
 
         return BaselineModel.load(Path(directory))
+    if family == "transformer":
+        from harmguard.models.transformer import TransformerModel
+
+        return TransformerModel.load(Path(directory))
     raise ModelError(f"{directory}: unknown model family {family!r}")

@@ -1,0 +1,111 @@
+"""Served vs. in-process throughput of the same model on the same texts at the same batch size (one run).
+
+    HARMGUARD_DATA_MIRROR=../shared/datasets .venv/bin/python benchmarks/serve_throughput.py [--batch 32]
+
+Trains a baseline on sms_spam's train split, exports it to a models/<digest> folder, serves it with Ray Serve on
+loopback, and sends every test text in requests of ``--batch`` texts from ``--clients`` concurrent clients. The
+in-process reference scores the same requests one after another with ``harmguard.decisions.decide``.
+Prints one JSON object. The transformer family is included once ``load_model`` dispatches it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from harmguard.datasets import load_dataset
+from harmguard.decisions import decide
+from harmguard.digests import model_digest, thresholds_version
+from harmguard.evaluate import encode_labels
+from harmguard.models import load_model
+from harmguard.models.baseline import train_baseline
+from harmguard.policy import load_policy
+from harmguard.serving.config import ServeArgs, UserConfig
+from harmguard.serving.local import start_app
+from harmguard.settings import load_settings
+from harmguard.snapshot import build_snapshot, split_frame
+
+
+def _stats(latencies: list[float], texts: int, wall: float) -> dict[str, float]:
+    ms = np.array(latencies) * 1000
+    return {
+        "texts_per_s": round(texts / wall, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32, help="Texts per request (and per in-process call).")
+    parser.add_argument("--clients", type=int, default=4, help="Concurrent HTTP clients.")
+    a = parser.parse_args()
+    import ray
+
+    settings = load_settings()
+    policy = load_policy("sms_spam")
+    snap = build_snapshot(load_dataset("sms_spam", settings), policy)
+    train = split_frame(snap, "train")
+    texts = split_frame(snap, "test")["text"].tolist() * 4
+    batches = [texts[i : i + a.batch] for i in range(0, len(texts), a.batch)]
+    folder = Path(tempfile.mkdtemp()) / "model"
+    train_baseline(train["text"].tolist(), encode_labels(train, policy), policy).save(folder)
+    thresholds = {"spam": 0.5}
+    model = load_model(folder)
+
+    decide(model, thresholds, batches[0])  # warm-up
+    lat, t0 = [], time.perf_counter()
+    for b in batches:
+        s = time.perf_counter()
+        decide(model, thresholds, b)
+        lat.append(time.perf_counter() - s)
+    in_process = _stats(lat, len(texts), time.perf_counter() - t0)
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = UserConfig(
+        policy="sms_spam", version="sms_spam/bench", model_uri=str(folder), model_digest=model_digest(folder),
+        thresholds=thresholds, thresholds_version=thresholds_version(thresholds),
+    )  # fmt: skip
+    url = start_app(ServeArgs(user_config=cfg), port=port) + "/v1/classify"
+    session = requests.Session()
+
+    def post(b: list[str]) -> float:
+        s = time.perf_counter()
+        r = session.post(url, json={"texts": b}, timeout=60)
+        r.raise_for_status()
+        return time.perf_counter() - s
+
+    post(batches[0])  # warm-up
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(a.clients) as pool:
+        lat = list(pool.map(post, batches))
+    served = _stats(lat, len(texts), time.perf_counter() - t0)
+    ray.shutdown()
+    result = {
+        "family": "baseline",
+        "texts": len(texts),
+        "batch": a.batch,
+        "clients": a.clients,
+        "cpus": os.cpu_count(),
+        "in_process": in_process,
+        "served": served,
+        "throughput_ratio_served_over_in_process": round(served["texts_per_s"] / in_process["texts_per_s"], 3),
+        "transformer": "not included: harmguard.models.load_model does not dispatch the transformer family yet",
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

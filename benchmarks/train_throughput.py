@@ -1,0 +1,97 @@
+"""Training throughput: Ray Train (1 worker, resources_per_worker={"CPU": N}) against the plain loop.
+
+Both run harmguard's one training loop on the same model, sequence length, data and torch thread count, on this
+machine, in one process run. Throughput is the samples/s the loop measures over the last epoch (the first epoch is
+the warm-up: allocator, kernels, caches), so Ray's start-up and the per-epoch validation are excluded.
+
+    HARMGUARD_DATA_MIRROR=../shared/datasets .venv/bin/python benchmarks/train_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from harmguard.datasets import load_dataset
+from harmguard.policy import load_policy
+from harmguard.settings import load_settings
+from harmguard.snapshot import build_snapshot
+from harmguard.train_ray import build_loop_config, effective_spec, fit_with_ray, run_plain_loop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="sms_spam")
+    parser.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--rows", type=int, default=640, help="training rows per epoch")
+    parser.add_argument("--epochs", type=int, default=2, help="the first is warm-up")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads = CPUs of the Ray worker")
+    args = parser.parse_args()
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    policy = load_policy(args.policy)
+    frame = build_snapshot(load_dataset(policy.data.dataset or args.policy, load_settings()), policy)
+    spec = effective_spec(
+        policy,
+        {
+            "backbone": args.backbone,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "num_workers": 1,
+            "resources_per_worker": {"CPU": args.threads},
+            "torch_threads": args.threads,
+            "cpu_max_train_rows": args.rows,
+            "early_stopping_patience": args.epochs,  # never stop early: every epoch is measured
+            "log_every_steps": 1000,
+        },
+    )
+    config = build_loop_config(frame, policy, spec, seed=0)
+    config["val_texts"], config["val_labels"] = config["val_texts"][:64], config["val_labels"][:64]  # not timed
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        plain = run_plain_loop(config, Path(tmp) / "plain")
+        results["plain"] = {
+            "samples_per_s": plain.state["history"][-1]["samples_per_s"],
+            "wall_s": time.monotonic() - t0,
+        }
+        t0 = time.monotonic()
+        import ray
+
+        ray.init(num_cpus=args.threads, include_dashboard=False)
+        try:
+            ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / "ray"), name="bench")
+        finally:
+            ray.shutdown()
+        results["ray"] = {
+            "samples_per_s": ray_run.state["history"][-1]["samples_per_s"],
+            "wall_s": time.monotonic() - t0,
+        }
+    ratio = results["ray"]["samples_per_s"] / results["plain"]["samples_per_s"]
+    summary = {
+        "backbone": args.backbone,
+        "rows": len(config["train_texts"]),
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "torch_threads": args.threads,
+        "measured_epoch": args.epochs,
+        **results,
+        "ratio_ray_over_plain": ratio,
+    }
+    print(
+        f"plain loop: {results['plain']['samples_per_s']:.1f} samples/s · Ray Train (1 worker, {args.threads} CPUs): "
+        f"{results['ray']['samples_per_s']:.1f} samples/s · ratio {ratio:.3f}"
+    )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The promotion pipeline: verify approval -> check champion -> infra validation -> move champion -> deploy.
+
+Only wiring lives here (logic: ``harmguard.promotion``). Every step reads the registry, so caching is off for all of
+them. The champion seen by the check step is the compare-and-swap expectation of the move step: if another
+promotion moves the champion in between, the swap loses and the run fails.
+"""
+
+from kfp import dsl
+
+from components.promote_champion import check_champion
+from components.promote_deploy import deploy
+from components.promote_infra import validate_infra
+from components.promote_move import move_champion
+from components.promote_verify import verify_approval
+
+PIPELINE_NAME = "harmguard-promotion"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Promote an approved model version to champion and roll it out.")
+def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "unknown", run_id: str = "manual"):
+    """Promote ``version`` (``<policy>/<n>``); ``policy`` overrides where the approval rules come from."""
+    verify_task = verify_approval(version=version, policy=policy, run_id=run_id)
+    verify_task.set_display_name("Verify approval and model digest").set_caching_options(False)
+    model_digest = verify_task.output
+
+    champion_task = check_champion(version=version, model_digest=model_digest, run_id=run_id)
+    champion_task.set_display_name("Check champion").set_caching_options(False)
+
+    infra_task = validate_infra(version=version, model_digest=model_digest, run_id=run_id)
+    infra_task.set_display_name("Infra validation (golden file)").set_caching_options(False)
+
+    move_task = move_champion(
+        version=version,
+        policy=policy,
+        expected_champion=champion_task.output,
+        promoted_by=promoted_by,
+        run_id=run_id,
+    ).after(infra_task)
+    move_task.set_display_name("Move champion (compare-and-swap)").set_caching_options(False)
+
+    deploy_task = deploy(version=version, previous_champion=move_task.output, run_id=run_id)
+    deploy_task.set_display_name("Deploy").set_caching_options(False)

@@ -1,0 +1,163 @@
+"""The promotion pipeline's steps as library functions, and `harmguard promote`'s local run through kfp.local.
+
+Each step is the entry point of its own process: it resolves settings from the environment, calls one function of
+``harmguard.promotion`` and records what it did in ``runs/<run-id>/promotion-<step>.json``. A refusal is also
+written to ``runs/<run-id>/refusal.json`` (step and reason) before the step fails, so the CLI can say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+
+from harmguard.approval import ApprovalRules
+from harmguard.promotion import (
+    PromotionRefused,
+    check_approved,
+    check_champion,
+    load_record,
+    move_champion,
+    validate_infra,
+    verify_artifact,
+)
+from harmguard.settings import Settings, load_settings
+from harmguard.steps import new_run_id, read_record, record
+from harmguard.storage import ArtifactStore, open_store
+
+STEPS = ("verify-approval", "check-champion", "validate-infra", "move-champion", "deploy")
+
+
+def _ctx() -> tuple[Settings, ArtifactStore]:
+    settings = load_settings()
+    return settings, open_store(settings.home)
+
+
+def approval_rules(policy_ref: str, policy_name: str) -> ApprovalRules:
+    """Approval rules from ``policy_ref`` (a shipped name or path), else from the shipped policy of the version."""
+    from harmguard.policy import PolicyError
+
+    try:
+        return ApprovalRules.from_policy(policy_ref or policy_name)
+    except PolicyError as e:
+        raise PromotionRefused(f"{e}; pass the policy file with --policy PATH") from e
+
+
+@contextlib.contextmanager
+def _refusals(store: ArtifactStore, run_id: str, step: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        record(store, run_id, "refusal", {"step": step, "reason": str(e), "kind": type(e).__name__})
+        raise
+
+
+def verify_approval_step(version: str, policy_ref: str, run_id: str) -> str:
+    """Valid approval and an unchanged model. Returns the verified model digest."""
+    _, store = _ctx()
+    with _refusals(store, run_id, "verify-approval"):
+        rec = load_record(store, version)
+        approval = check_approved(store, rec, approval_rules(policy_ref, rec.policy))
+        verify_artifact(store, rec)
+    record(store, run_id, "promotion-verify", {"version": version, "approval": approval})
+    return rec.model_digest
+
+
+def check_champion_step(version: str, run_id: str) -> str:
+    """The champion is the one the blessing compared against. Returns it ('' when there is none)."""
+    _, store = _ctx()
+    with _refusals(store, run_id, "check-champion"):
+        current = check_champion(store, load_record(store, version))
+    record(store, run_id, "promotion-champion", {"version": version, "expected_champion": current})
+    return current or ""
+
+
+def validate_infra_step(version: str, run_id: str) -> float:
+    """Load as the server does and answer the golden file. Returns the agreement (-1 when there is no file)."""
+    _, store = _ctx()
+    with _refusals(store, run_id, "validate-infra"):
+        result = validate_infra(store, load_record(store, version))
+    record(store, run_id, "promotion-infra", result)
+    return -1.0 if result.get("agreement") is None else float(result["agreement"])
+
+
+def move_champion_step(version: str, policy_ref: str, expected_champion: str, promoted_by: str, run_id: str) -> str:
+    """Compare-and-swap ``champion`` from the champion seen by the check step. Returns the previous champion."""
+    settings, store = _ctx()
+    with _refusals(store, run_id, "move-champion"):
+        rec = load_record(store, version)
+        pointer = move_champion(
+            store,
+            settings,
+            rec,
+            expected_champion=expected_champion or None,
+            by=promoted_by,
+            rules=approval_rules(policy_ref, rec.policy),
+        )
+    record(store, run_id, "promotion-move", pointer.model_dump())
+    return pointer.previous or ""
+
+
+def deploy_step(version: str, run_id: str) -> str:
+    """Render the RayService patch and push to a running local server. Returns a one-line note."""
+    from harmguard.deploy import deploy_version
+
+    _, store = _ctx()
+    with _refusals(store, run_id, "deploy"):
+        result = deploy_version(store, load_record(store, version), run_id)
+    record(store, run_id, "promotion-deploy", result)
+    return str(result["note"])
+
+
+def run_promotion(
+    settings: Settings, *, version: str, promoted_by: str, policy_ref: str = "", console: Console | None = None
+) -> dict[str, Any]:
+    """Run the promotion pipeline locally through kfp.local (as ``harmguard.runner`` runs training)."""
+    from kfp import local
+
+    from harmguard import kfp_local
+    from harmguard.registry import read_alias
+    from harmguard.runner import _ANSI, _ProgressLog, export_settings
+    from pipelines.promotion import promotion_pipeline
+
+    kfp_local.install()
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+    console = console or Console(stderr=True)
+    rec = load_record(open_store(settings.home), version)  # an unknown version fails here, before any step
+    run_id = new_run_id(f"{rec.policy}-promote")
+    export_settings(settings)
+    store = open_store(settings.home)
+    run_dir = settings.home_path / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "pipeline.log"
+    console.print(f"[bold]harmguard promote[/] {version} run={run_id}")
+    t0 = time.monotonic()
+    error = None
+    with open(log_path, "w") as log:
+        sink = _ProgressLog(log, console)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
+        with contextlib.redirect_stdout(sink):
+            try:
+                promotion_pipeline(version=version, policy=policy_ref, promoted_by=promoted_by, run_id=run_id)
+            except RuntimeError as e:
+                error = _ANSI.sub("", str(e))
+    refusal = read_record(store, run_id, "refusal")
+    champion, _ = read_alias(store, rec.policy, "champion")
+    return {
+        "version": version,
+        "policy": rec.policy,
+        "run_id": run_id,
+        "ok": error is None and refusal is None,
+        "error": refusal["reason"] if refusal else error,
+        "refused_at": refusal["step"] if refusal else None,
+        "steps": sink.status,
+        "champion": champion.model_dump() if champion else None,
+        "infra": read_record(store, run_id, "promotion-infra"),
+        "deploy": read_record(store, run_id, "promotion-deploy"),
+        "wall_seconds": round(time.monotonic() - t0, 1),
+        "log": str(log_path),
+    }

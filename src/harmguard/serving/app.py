@@ -1,0 +1,289 @@
+"""The Ray Serve application: a FastAPI ingress (limits, metrics, health) and a batched model deployment.
+
+``build_app`` is the import path a Serve config or RayService uses (``harmguard.serving.app:build_app``). The model
+deployment ``Classifier`` takes its model and thresholds from ``user_config``: Serve calls ``reconfigure`` on the
+running replicas when it changes, the replica verifies the model digest and swaps one reference, so requests in
+flight finish on the model they started with. Request texts are never logged.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from harmguard.models import Classifier as ClassifierModel
+from harmguard.serving.config import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
+from harmguard.serving.metrics import ServingMetrics
+from harmguard.serving.model import Loaded, load_spec, score_requests
+
+logger = logging.getLogger("harmguard.serving")
+
+# Models kept in a replica: champion, shadow and the one before (a rollback back needs no reload).
+_CACHE_SIZE = 3
+
+
+# --- wire format -------------------------------------------------------------------------------------------------
+
+
+class ClassifyRequest(BaseModel):
+    """Body of ``POST /v1/classify``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[StrictStr] = Field(min_length=1, description="Texts to classify (at least one).")
+
+
+class TextResult(BaseModel):
+    """The answer for one text."""
+
+    scores: dict[str, float] = Field(description="Score per category, in [0, 1].")
+    decisions: dict[str, bool] = Field(description="Per category: score >= the category's threshold.")
+    flagged: bool = Field(description="Whether any category is decided.")
+
+
+class ClassifyResponse(BaseModel):
+    """Body of a successful ``POST /v1/classify``: one result per text, in request order."""
+
+    results: list[TextResult] = Field(description="One result per text.")
+    model_version: str = Field(description="The model version that scored the texts ('<policy>/<n>').")
+    thresholds_version: str = Field(description="The thresholds version the decisions used.")
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error answer."""
+
+    error: str = Field(description="What is wrong, without echoing the texts.")
+    limit: str | None = Field(default=None, description="The limit exceeded, when one was.")
+    max: float | None = Field(default=None, description="The limit's value.")
+    details: list[dict[str, Any]] | None = Field(default=None, description="Validation errors (location, message).")
+
+
+def _error(status: int, error: str, **extra: Any) -> JSONResponse:
+    body = ErrorResponse(error=error, **extra).model_dump(exclude_none=True)
+    return JSONResponse(status_code=status, content=body)
+
+
+# --- model deployment --------------------------------------------------------------------------------------------
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_cpus": 1})
+class Classifier:
+    """Scores batches of requests with the configured model; the shadow model, if any, scores beside it."""
+
+    def __init__(self, batching: dict[str, Any]) -> None:
+        """Set batching; the model arrives with ``reconfigure`` (Serve calls it right after construction)."""
+        b = Batching.model_validate(batching)
+        # serve.batch wraps the method with setters the type checker cannot see.
+        self.score_batch.set_max_batch_size(b.max_batch_size)  # type: ignore[attr-defined]
+        self.score_batch.set_batch_wait_timeout_s(b.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._cache: dict[str, ClassifierModel] = {}
+        self._serving: tuple[Loaded, Loaded | None] | None = None
+        self._last_refusal: str | None = None
+        self._refused_version: str | None = None
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Verify and load the configured model(s), then swap; a refused config keeps the current model serving.
+
+        Raises:
+            Exception: Only when there is no model yet (the replica cannot serve anything).
+        """
+        try:
+            cfg = UserConfig.model_validate(user_config)
+            serving = await asyncio.to_thread(self._load, cfg)
+        except Exception as e:
+            if self._serving is None:
+                raise
+            self._last_refusal = f"{type(e).__name__}: {e}"
+            self._refused_version = str(user_config.get("version")) if isinstance(user_config, dict) else None
+            logger.error("reconfigure refused, still serving %s: %s", self._serving[0].spec.version, e)
+            return
+        self._serving = serving  # one reference swap: batches in flight keep the tuple they read
+        self._last_refusal = self._refused_version = None
+        keep = {serving[0].spec.model_digest} | ({serving[1].spec.model_digest} if serving[1] else set())
+        while len(self._cache) > _CACHE_SIZE:
+            drop = next(d for d in self._cache if d not in keep)
+            del self._cache[drop]
+        logger.info("serving %s (thresholds %s)", cfg.version, cfg.thresholds_version[:12])
+
+    def _load(self, cfg: UserConfig) -> tuple[Loaded, Loaded | None]:
+        champion = load_spec(cfg, self._cache)
+        shadow = load_spec(cfg.shadow, self._cache) if cfg.shadow else None
+        return champion, shadow
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def score_batch(self, requests: list[list[str]]) -> list[dict[str, Any]]:
+        """Score many requests in one model call (each request is a list of texts)."""
+        serving = self._serving
+        if serving is None:
+            raise RuntimeError("no model loaded")
+        return await asyncio.to_thread(score_requests, serving[0], serving[1], requests)
+
+    async def classify(self, texts: list[str]) -> dict[str, Any]:
+        """Score one request's texts (batched with concurrent requests)."""
+        return await self.score_batch(texts)
+
+    def info(self) -> dict[str, Any]:
+        """What the replica serves now (for readiness)."""
+        if self._serving is None:
+            return {"ready": False, "last_refusal": self._last_refusal}
+        champion, shadow = self._serving
+        return {
+            "ready": True,
+            "policy": champion.spec.version.rpartition("/")[0],
+            "model_version": champion.spec.version,
+            "model_digest": champion.spec.model_digest,
+            "thresholds_version": champion.spec.thresholds_version,
+            "shadow_version": shadow.spec.version if shadow else None,
+            "last_refusal": self._last_refusal,
+            "refused_version": self._refused_version,
+        }
+
+
+# --- ingress -----------------------------------------------------------------------------------------------------
+
+api = FastAPI(
+    title="harmguard classifier",
+    description="Per-category scores and decisions for Trust & Safety policies.",
+    version="1",
+)
+_CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}},
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": why}
+    for code, why in (
+        (400, "Body is not UTF-8 JSON."),
+        (413, "A limit is exceeded (body bytes, texts per request, characters per text)."),
+        (422, "Body does not match the schema (e.g. an empty or non-string texts list)."),
+        (503, "No model is loaded."),
+        (504, "The model did not answer within the request timeout."),
+    )
+}
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+@serve.ingress(api)
+class ClassifierIngress:
+    """HTTP front: enforces limits before anything reaches the model, counts, and answers typed JSON."""
+
+    def __init__(self, model: DeploymentHandle, limits: dict[str, Any]) -> None:
+        """Keep the model handle and the limits; metrics live in this replica's own registry."""
+        self._model = model
+        self._limits = Limits.model_validate(limits)
+        self._metrics = ServingMetrics()
+
+    async def _read_body(self, request: Request) -> bytes | JSONResponse:
+        cap = self._limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_big = _error(413, f"body exceeds {cap} bytes", limit="max_body_bytes", max=cap)
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return too_big
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                return too_big
+        return bytes(body)
+
+    def _parse(self, body: bytes) -> list[str] | JSONResponse:
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _error(400, "body is not valid UTF-8")
+        except (ValueError, RecursionError):
+            return _error(400, "body is not valid JSON")
+        try:
+            texts = ClassifyRequest.model_validate(doc).texts
+        except ValidationError as e:
+            details = [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors()]
+            return _error(422, 'expected {"texts": [string, ...]} with at least one text', details=details)
+        lim = self._limits
+        if len(texts) > lim.max_texts_per_request:
+            n = lim.max_texts_per_request
+            return _error(413, f"{len(texts)} texts; at most {n}", limit="max_texts_per_request", max=n)
+        for i, t in enumerate(texts):
+            if len(t) > lim.max_chars_per_text:
+                n = lim.max_chars_per_text
+                return _error(413, f"text {i} has {len(t)} characters; at most {n}", limit="max_chars_per_text", max=n)
+        return texts
+
+    @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
+    async def classify(self, request: Request) -> Response:
+        """Classify texts: a score and a decision per category, and ``flagged``, for each text."""
+        start = time.perf_counter()
+        response = await self._classify(request)
+        self._metrics.observe_request(response.status_code, time.perf_counter() - start)
+        return response
+
+    async def _classify(self, request: Request) -> Response:
+        body = await self._read_body(request)
+        if isinstance(body, JSONResponse):
+            self._metrics.rejected("max_body_bytes")
+            return body
+        texts = self._parse(body)
+        if isinstance(texts, JSONResponse):
+            self._metrics.rejected(json.loads(bytes(texts.body)).get("limit", "schema"))
+            return texts
+        try:
+            out = await asyncio.wait_for(self._model.classify.remote(texts), self._limits.request_timeout_s)
+        except TimeoutError:
+            t = self._limits.request_timeout_s
+            return _error(504, f"the model did not answer within {t} s", limit="request_timeout_s", max=t)
+        except Exception as e:  # the exception may carry a traceback, never the texts: log only its type
+            logger.error("classify failed: %s", type(e).__name__)
+            return _error(503, "the model is not available")
+        self._metrics.observe_answer(out)
+        payload = {k: out[k] for k in ("results", "model_version", "thresholds_version")}
+        return JSONResponse(payload)
+
+    @api.get("/healthz")
+    def healthz(self) -> dict[str, str]:
+        """Liveness: the ingress answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", responses={503: {"model": ErrorResponse}})
+    async def readyz(self) -> Response:
+        """Readiness: a model replica has a verified model loaded."""
+        try:
+            info = await asyncio.wait_for(self._model.info.remote(), 5.0)
+        except Exception as e:
+            return _error(503, f"model deployment unavailable ({type(e).__name__})")
+        return JSONResponse(info, status_code=200 if info.get("ready") else 503)
+
+    @api.get("/metrics")
+    def metrics(self) -> Response:
+        """Prometheus metrics of this ingress replica."""
+        body, content_type = self._metrics.render()
+        return Response(content=body, media_type=content_type)
+
+
+def build_app(args: ServeArgs) -> Application:
+    """Build the serving application (Serve converts a config's ``args`` dict to ``ServeArgs``).
+
+    Args:
+        args: Limits, batching and, optionally, the initial ``user_config`` (else the Serve config's
+            ``deployments[name=Classifier].user_config`` gives it).
+
+    Returns:
+        The application: ``ClassifierIngress`` over ``Classifier``.
+    """
+    args = ServeArgs.model_validate(args)
+    b = args.batching
+    options: dict[str, Any] = {"num_replicas": b.num_replicas, "max_ongoing_requests": b.max_ongoing_requests}
+    if args.user_config is not None:
+        options["user_config"] = args.user_config.dump()
+    # serve.deployment turns the classes into Deployments; the type checker still sees the classes.
+    model = Classifier.options(**options).bind(b.model_dump())  # type: ignore[attr-defined]
+    ingress = ClassifierIngress.options(num_replicas=args.ingress_replicas)  # type: ignore[attr-defined]
+    return ingress.bind(model, args.limits.model_dump())
