@@ -92,6 +92,8 @@ def export_settings(settings: Settings) -> None:
     if settings.data_mirror:
         os.environ["HARMGUARD_DATA_MIRROR"] = str(settings.data_mirror)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # Steps write through a pipe to kfp.local; unbuffered, their progress lines reach the terminal as they happen.
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
