@@ -8,8 +8,6 @@ written to ``runs/<run-id>/refusal.json`` (step and reason) before the step fail
 from __future__ import annotations
 
 import contextlib
-import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,34 +115,23 @@ def run_promotion(
     settings: Settings, *, version: str, promoted_by: str, policy_ref: str = "", console: Console | None = None
 ) -> dict[str, Any]:
     """Run the promotion pipeline locally through kfp.local (as ``harmguard.runner`` runs training)."""
-    from kfp import local
-
-    from harmguard import kfp_local
     from harmguard.registry import read_alias
-    from harmguard.runner import _ANSI, _ProgressLog, export_settings
+    from harmguard.runner import execute_locally
     from pipelines.promotion import promotion_pipeline
 
-    kfp_local.install()
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-    console = console or Console(stderr=True)
-    rec = load_record(open_store(settings.home), version)  # an unknown version fails here, before any step
-    run_id = new_run_id(f"{rec.policy}-promote")
-    export_settings(settings)
     store = open_store(settings.home)
-    run_dir = settings.home_path / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "pipeline.log"
-    console.print(f"[bold]harmguard promote[/] {version} run={run_id}")
-    t0 = time.monotonic()
-    error = None
-    with open(log_path, "w") as log:
-        sink = _ProgressLog(log, console)
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
-        with contextlib.redirect_stdout(sink):
-            try:
-                promotion_pipeline(version=version, policy=policy_ref, promoted_by=promoted_by, run_id=run_id)
-            except RuntimeError as e:
-                error = _ANSI.sub("", str(e))
+    rec = load_record(store, version)  # an unknown version fails here, before any step
+    run_id = new_run_id(f"{rec.policy}-promote")
+    arguments = {"version": version, "policy": policy_ref, "promoted_by": promoted_by, "run_id": run_id}
+    done = execute_locally(
+        settings,
+        run_id,
+        promotion_pipeline,
+        arguments,
+        console=console or Console(stderr=True),
+        title=f"harmguard promote {version}",
+    )
+    error = done.error
     refusal = read_record(store, run_id, "refusal")
     champion, _ = read_alias(store, rec.policy, "champion")
     return {
@@ -154,10 +141,10 @@ def run_promotion(
         "ok": error is None and refusal is None,
         "error": refusal["reason"] if refusal else error,
         "refused_at": refusal["step"] if refusal else None,
-        "steps": sink.status,
+        "steps": done.steps,
         "champion": champion.model_dump() if champion else None,
         "infra": read_record(store, run_id, "promotion-infra"),
         "deploy": read_record(store, run_id, "promotion-deploy"),
-        "wall_seconds": round(time.monotonic() - t0, 1),
-        "log": str(log_path),
+        "wall_seconds": done.wall_seconds,
+        "log": str(done.log),
     }

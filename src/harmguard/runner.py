@@ -14,6 +14,7 @@ import os
 import re
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,50 @@ def export_settings(settings: Settings) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
+@dataclass
+class LocalRun:
+    """What one local pipeline execution left behind."""
+
+    run_id: str
+    error: str | None
+    steps: dict[str, str]
+    log: Path
+    wall_seconds: float
+
+
+def execute_locally(
+    settings: Settings, run_id: str, pipeline: Any, arguments: dict[str, Any], *, console: Console, title: str
+) -> LocalRun:
+    """Run a compiled-able KFP pipeline function through kfp.local in this environment, with progress lines.
+
+    kfp.local's pipeline root and the log are local files; with a gs:// home they go to the local cache, while the
+    steps write their records and reports to the store (``runs/<run-id>/`` under the home).
+    """
+    from kfp import local
+
+    from harmguard import kfp_local
+
+    kfp_local.install()  # make kfp.local honour dsl.If / dsl.Else (see harmguard.kfp_local)
+    # Our image is not named "python*", which makes kfp.local warn on every step; the steps run here by design.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+    export_settings(settings)
+    run_dir = (settings.home_path if settings.home_is_local else settings.cache) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "pipeline.log"
+    console.print(f"[bold]{title}[/] run={run_id}")
+    t0 = time.monotonic()
+    error = None
+    with open(log_path, "w") as log:
+        sink = _ProgressLog(log, console)
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
+        with contextlib.redirect_stdout(sink):
+            try:
+                pipeline(**arguments)
+            except RuntimeError as e:
+                error = _ANSI.sub("", str(e))
+    return LocalRun(run_id, error, sink.status, log_path, round(time.monotonic() - t0, 1))
+
+
 def run_training(
     settings: Settings,
     *,
@@ -111,49 +156,32 @@ def run_training(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the training pipeline locally; returns the summary of CONTRACTS.md (``ok`` says if it finished)."""
-    from kfp import local
-
-    from harmguard import kfp_local
     from pipelines.training import training_pipeline
 
-    kfp_local.install()  # make kfp.local honour dsl.If / dsl.Else (see harmguard.kfp_local)
-    # Our image is not named "python*", which makes kfp.local warn on every step; the steps run here by design.
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-
-    console = console or Console(stderr=True)
     pol = load_policy(policy)  # a bad policy fails here, before any step runs
     run_id = new_run_id(pol.name)
-    export_settings(settings)
-    store = open_store(settings.home)
-    # kfp.local's pipeline root and the log are local files; with a gs:// home they go to the local cache, while
-    # the steps write their records and reports to the store (runs/<run-id>/ under the home).
-    run_dir = (settings.home_path if settings.home_is_local else settings.cache) / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "pipeline.log"
-    console.print(f"[bold]harmguard run[/] policy={pol.name} family={family} run={run_id}")
-    t0 = time.monotonic()
-    error = None
-    with open(log_path, "w") as log:
-        sink = _ProgressLog(log, console)
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
-        with contextlib.redirect_stdout(sink):
-            try:
-                training_pipeline(
-                    policy=policy,
-                    data_uri=data_uri,
-                    columns=columns,
-                    family=family,
-                    train_config=train_config,
-                    sample=sample,
-                    seed=seed,
-                    run_id=run_id,
-                    started_by=started_by,
-                )
-            except RuntimeError as e:
-                error = _ANSI.sub("", str(e))
-    summary = summarize(store, run_id, pol.name, error=error, steps=sink.status)
-    summary["wall_seconds"] = round(time.monotonic() - t0, 1)
-    summary["log"] = str(log_path)
+    arguments = {
+        "policy": policy,
+        "data_uri": data_uri,
+        "columns": columns,
+        "family": family,
+        "train_config": train_config,
+        "sample": sample,
+        "seed": seed,
+        "run_id": run_id,
+        "started_by": started_by,
+    }
+    done = execute_locally(
+        settings,
+        run_id,
+        training_pipeline,
+        arguments,
+        console=console or Console(stderr=True),
+        title=f"harmguard run policy={pol.name} family={family}",
+    )
+    summary = summarize(open_store(settings.home), run_id, pol.name, error=done.error, steps=done.steps)
+    summary["wall_seconds"] = done.wall_seconds
+    summary["log"] = str(done.log)
     return summary
 
 
