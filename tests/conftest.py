@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harmguard import tracking
 from harmguard.settings import Settings
+from harmguard.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +62,20 @@ def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subproc
     return subprocess.run(
         [sys.executable, "-m", "harmguard.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One migrated SQLite MLflow database for library-level registry tests (a fresh one costs seconds).
+
+    Tests sharing it stay independent by using their own home and a unique policy (= registered model) name.
+    """
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    tracking.mlflow_client(uri)
+    return uri
+
+
+@pytest.fixture
+def store(settings: Settings) -> LocalStore:
+    """The local artifact store of the test's home."""
+    return LocalStore(settings.home)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from harmguard import tracking
 from harmguard.approval import (
     ApprovalError,
     ApprovalRules,
@@ -33,21 +32,9 @@ def at(t: datetime):
     return lambda: t
 
 
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    tracking.mlflow_client(uri)  # migrate once for the module
-    return uri
-
-
 @pytest.fixture
 def settings(tmp_path: Path, mlflow_uri: str) -> Settings:
     return Settings(home=str(tmp_path / "home"), cache=tmp_path / "cache", mlflow_tracking_uri=mlflow_uri)
-
-
-@pytest.fixture
-def store(settings: Settings) -> LocalStore:
-    return LocalStore(settings.home)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from harmguard import tracking
 from harmguard.approval import ApprovalRules, approve_version, reject_version
 from harmguard.deploy import ENDPOINT_KEY, render_rayservice_patch, user_config
 from harmguard.infra_validation import MIN_AGREEMENT, meets, required_agreement
@@ -52,21 +51,9 @@ def golden(model_dir: Path) -> dict[str, Any]:
     return measured
 
 
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    tracking.mlflow_client(uri)  # migrate once for the module
-    return uri
-
-
 @pytest.fixture
 def settings(tmp_path: Path, mlflow_uri: str) -> Settings:
     return Settings(home=str(tmp_path / "home"), cache=tmp_path / "cache", mlflow_tracking_uri=mlflow_uri)
-
-
-@pytest.fixture
-def store(settings: Settings) -> LocalStore:
-    return LocalStore(settings.home)
 
 
 @pytest.fixture

@@ -36,23 +36,9 @@ RACERS = 4  # processes racing one alias move
 JOIN_TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # One migrated SQLite database for the module: a fresh one costs seconds of migrations. Tests stay
-    # independent by using their own home and a unique policy (= registered model) name.
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    tracking.mlflow_client(uri)
-    return uri
-
-
 @pytest.fixture
 def settings(tmp_path: Path, mlflow_uri: str) -> Settings:
     return Settings(home=str(tmp_path / "home"), cache=tmp_path / "cache", mlflow_tracking_uri=mlflow_uri)
-
-
-@pytest.fixture
-def store(settings: Settings) -> LocalStore:
-    return LocalStore(settings.home)
 
 
 @pytest.fixture
