@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HARMGUARD_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export HARMGUARD_SCHEMA_MIRROR ?= $(abspath $(wildcard ../shared/schemas))
 
-.PHONY: env demo test test-slow lint typecheck lock compile clean
+.PHONY: env demo test test-slow lint typecheck lock compile check-image clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-torch.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ typecheck: env
 
 compile: env  ## regenerate the compiled pipeline YAML
 	$(BIN)/harmguard compile
+
+check-image: env  ## lint the Dockerfile; import every entry point the pipelines and manifests name (lock env)
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
+	$(BIN)/python scripts/check_image_imports.py
 
 lock:  ## re-resolve the lock file from pyproject.toml
 	$(BIN)/uv pip compile --python-version 3.11 --extra dev --quiet -o requirements.lock pyproject.toml

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from harmguard.datasets import load_dataset
 from harmguard.policy import load_policy
 from harmguard.settings import load_settings
 from harmguard.snapshot import build_snapshot
-from harmguard.train_ray import build_loop_config, effective_spec, fit_with_ray, run_plain_loop
+from harmguard.train_ray import build_loop_config, effective_spec, fit_with_ray, init_ray, run_plain_loop
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="torch threads = CPUs of the Ray worker")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating plain/Ray pairs; medians are compared")
     args = parser.parse_args()
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -55,26 +57,35 @@ def main() -> None:
     )
     config = build_loop_config(frame, policy, spec, seed=0)
     config["val_texts"], config["val_labels"] = config["val_texts"][:64], config["val_labels"][:64]  # not timed
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.monotonic()
-        plain = run_plain_loop(config, Path(tmp) / "plain")
-        results["plain"] = {
-            "samples_per_s": plain.state["history"][-1]["samples_per_s"],
-            "wall_s": time.monotonic() - t0,
-        }
-        t0 = time.monotonic()
-        import ray
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "ray": []}
+    import ray
 
-        ray.init(num_cpus=args.threads, include_dashboard=False)
-        try:
-            ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / "ray"), name="bench")
-        finally:
-            ray.shutdown()
-        results["ray"] = {
-            "samples_per_s": ray_run.state["history"][-1]["samples_per_s"],
-            "wall_s": time.monotonic() - t0,
-        }
+    with tempfile.TemporaryDirectory() as tmp:
+        # Alternate the two (plain, Ray, plain, Ray, ...) so a slow minute on a shared machine hits both alike.
+        for rep in range(args.repeats):
+            t0 = time.monotonic()
+            plain = run_plain_loop(config, Path(tmp) / f"plain{rep}")
+            runs["plain"].append(
+                {"samples_per_s": plain.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0}
+            )
+            t0 = time.monotonic()
+            init_ray(num_cpus=args.threads)  # the same local cluster a pipeline step starts
+            try:
+                ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / f"ray{rep}"), name="bench")
+            finally:
+                ray.shutdown()
+            runs["ray"].append(
+                {"samples_per_s": ray_run.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0}
+            )
+            print(
+                f"repeat {rep + 1}: plain {runs['plain'][-1]['samples_per_s']:.1f} · ray "
+                f"{runs['ray'][-1]['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
+    results = {
+        kind: {"samples_per_s": statistics.median(r["samples_per_s"] for r in rs), "repeats": rs}
+        for kind, rs in runs.items()
+    }
     ratio = results["ray"]["samples_per_s"] / results["plain"]["samples_per_s"]
     summary = {
         "backbone": args.backbone,

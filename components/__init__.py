@@ -1,9 +1,11 @@
 """KFP components of harmguard: one thin module per pipeline step, each calling `harmguard.steps`.
 
-Every component runs in the one harmguard image (`harmguard.lineage.DEFAULT_IMAGE`), which already holds
-harmguard and its locked dependencies, so nothing is pip-installed at run time (`install_kfp_package=False`).
+Every component runs in the one harmguard image, which already holds harmguard and its locked dependencies, so
+nothing is pip-installed at run time (`install_kfp_package=False`). The decorators name the default tag; the tag
+actually deployed is a setting (HARMGUARD_IMAGE) that `harmguard compile` / `harmguard submit` stamp into every step
+(`harmguard.cluster.with_image`).
 """
 
-from harmguard.lineage import DEFAULT_IMAGE
+from harmguard.settings import DEFAULT_IMAGE
 
 BASE_IMAGE = DEFAULT_IMAGE

@@ -25,7 +25,7 @@ def evaluate(
 
     Returns the thresholds version.
     """
-    from harmguard.metrics import flatten
+    from harmguard.metrics import flatten, ui_metric_keys
     from harmguard.steps import evaluate_step
 
     doc = evaluate_step(
@@ -34,9 +34,9 @@ def evaluate(
     )  # fmt: skip
     thresholds.metadata["thresholds_version"] = doc["thresholds_version"]
     paired.metadata["champion"] = (doc.get("champion") or {}).get("version") or ""
-    for key, value in flatten(doc, "test").items():
-        if key.startswith(("reference/overall/", "operating/overall/")):
-            metrics.log_metric(key.replace("/", "."), round(value, 6))
+    flat = flatten(doc, "test")
+    for key in ui_metric_keys(flat):
+        metrics.log_metric(key.replace("/", "."), round(flat[key], 6))
     cm = doc["reference"]["test"].get("confusion_matrix")
     if cm:
         classification_metrics.log_confusion_matrix(cm["labels"], cm["matrix"])

@@ -18,6 +18,7 @@ def gate(
     blessing: Output[Artifact],
     report: Output[HTML],
     summary: Output[Markdown],
+    data_version: str = "",
 ) -> NamedTuple("GateOutputs", [("blessed", bool), ("reasons", str)]):
     """Bless or reject with reasons; writes the blessing and the reviewer report."""
     from collections import namedtuple
@@ -27,4 +28,5 @@ def gate(
     doc = gate_step(
         policy, evaluation.path, run_id, started_by, blessing.path, report.path, summary.path, paired_path=paired.path
     )
+    blessing.metadata["data_version"] = data_version  # an explicit input so KFP's cache key includes the data
     return namedtuple("GateOutputs", ["blessed", "reasons"])(doc["blessed"], "\n".join(doc["reasons"]))

@@ -22,7 +22,7 @@ def validate(policy: str, snapshot: Input[Dataset], data_version: str, run_id: s
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def fail_run(summary: str):
+def fail_run(summary: str, data_version: str = ""):
     """Fail the run: the Else branch of the data gate, so an invalid dataset never shows as a green run."""
     from harmguard.steps import fail_step
 

@@ -1,7 +1,8 @@
 """The promotion pipeline: verify approval -> check champion -> infra validation -> move champion -> deploy.
 
 Only wiring lives here (logic: ``harmguard.promotion``). Every step reads the registry, so caching is off for all of
-them. The champion seen by the check step is the compare-and-swap expectation of the move step: if another
+them (``harmguard.cluster.configure_step(..., cache=False)``); the reads are retried with backoff, the swap is not.
+The champion seen by the check step is the compare-and-swap expectation of the move step: if another
 promotion moves the champion in between, the swap loses and the run fails.
 """
 
@@ -12,6 +13,7 @@ from components.promote_deploy import deploy
 from components.promote_infra import validate_infra
 from components.promote_move import move_champion
 from components.promote_verify import verify_approval
+from harmguard.cluster import configure_step
 
 PIPELINE_NAME = "harmguard-promotion"
 
@@ -20,14 +22,14 @@ PIPELINE_NAME = "harmguard-promotion"
 def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "unknown", run_id: str = "manual"):
     """Promote ``version`` (``<policy>/<n>``); ``policy`` overrides where the approval rules come from."""
     verify_task = verify_approval(version=version, policy=policy, run_id=run_id)
-    verify_task.set_display_name("Verify approval and model digest").set_caching_options(False)
+    configure_step(verify_task.set_display_name("Verify approval and model digest"), network=True, cache=False)
     model_digest = verify_task.output
 
     champion_task = check_champion(version=version, model_digest=model_digest, run_id=run_id)
-    champion_task.set_display_name("Check champion").set_caching_options(False)
+    configure_step(champion_task.set_display_name("Check champion"), network=True, cache=False)
 
     infra_task = validate_infra(version=version, model_digest=model_digest, run_id=run_id)
-    infra_task.set_display_name("Infra validation (golden file)").set_caching_options(False)
+    configure_step(infra_task.set_display_name("Infra validation (golden file)"), network=True, cache=False)
 
     move_task = move_champion(
         version=version,
@@ -36,7 +38,8 @@ def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "
         promoted_by=promoted_by,
         run_id=run_id,
     ).after(infra_task)
-    move_task.set_display_name("Move champion (compare-and-swap)").set_caching_options(False)
+    # No retry: a blind rerun of a compare-and-swap would act on a champion it did not check.
+    configure_step(move_task.set_display_name("Move champion (compare-and-swap)"), cache=False)
 
     deploy_task = deploy(version=version, previous_champion=move_task.output, run_id=run_id)
-    deploy_task.set_display_name("Deploy").set_caching_options(False)
+    configure_step(deploy_task.set_display_name("Deploy"), network=True, cache=False)

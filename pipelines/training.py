@@ -1,8 +1,13 @@
 """The training pipeline: ingest -> validate -> (train -> evaluate -> gate -> register) or fail.
 
 Only wiring lives here. The data version flows into every step as an explicit input (KFP's cache key once ignored
-data locations); caching is off for ingest, which reads the outside world.
+data locations); caching is off for the steps that read the outside world (ingest; evaluate, gate and register read
+the registry). Two variants share the wiring and differ in who trains: ``training_pipeline`` trains inside its own
+step on a GPU node (backend ``inline``); ``training_rayjob_pipeline`` has a CPU step launch a KubeRay RayJob running
+``ray/train_entry.py`` (backend ``rayjob``). Cluster settings come from ``harmguard.cluster``; kfp.local ignores them.
 """
+
+from collections.abc import Callable
 
 from kfp import dsl
 
@@ -11,9 +16,74 @@ from components.gate import gate
 from components.ingest import ingest
 from components.register import register
 from components.train import train
+from components.train_rayjob import train_rayjob
 from components.validate import fail_run, validate
+from harmguard.cluster import configure_step
 
 PIPELINE_NAME = "harmguard-training"
+RAYJOB_PIPELINE_NAME = "harmguard-training-rayjob"
+
+
+def _wire(
+    train_step: Callable[..., dsl.PipelineTask],
+    *,
+    policy: str,
+    data_uri: str,
+    columns: str,
+    family: str,
+    train_config: str,
+    sample: int,
+    seed: int,
+    run_id: str,
+    started_by: str,
+) -> None:
+    """The steps both variants share; ``train_step(snapshot, data_version)`` adds the training task."""
+    ingest_task = ingest(policy=policy, data_uri=data_uri, columns=columns, sample=sample, run_id=run_id)
+    configure_step(ingest_task.set_display_name("Ingest and snapshot"), network=True, cache=False)
+    data_version = ingest_task.outputs["data_version"]
+
+    validate_task = validate(
+        policy=policy, snapshot=ingest_task.outputs["snapshot"], data_version=data_version, run_id=run_id
+    )
+    configure_step(validate_task.set_display_name("Validate data"))
+
+    with dsl.If(validate_task.outputs["passed"] == True, name="data-valid"):  # noqa: E712 (KFP builds a condition)
+        train_task = train_step(ingest_task.outputs["snapshot"], data_version)
+        evaluate_task = evaluate(
+            policy=policy,
+            snapshot=ingest_task.outputs["snapshot"],
+            model=train_task.outputs["model"],
+            data_version=data_version,
+            model_digest=train_task.outputs["Output"],
+            family=family,
+            run_id=run_id,
+        )
+        configure_step(evaluate_task.set_display_name("Evaluate"), network=True, cache=False)
+        gate_task = gate(
+            policy=policy,
+            evaluation=evaluate_task.outputs["evaluation"],
+            paired=evaluate_task.outputs["paired"],
+            run_id=run_id,
+            started_by=started_by,
+            data_version=data_version,
+        )
+        configure_step(gate_task.set_display_name("Gate"), cache=False)
+        with dsl.If(gate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+            register_task = register(
+                policy=policy,
+                model=train_task.outputs["model"],
+                blessing=gate_task.outputs["blessing"],
+                data_version=data_version,
+                run_id=run_id,
+                started_by=started_by,
+                seed=seed,
+                family=family,
+            )
+            # No retry: registration moves `challenger` by compare-and-swap, which a blind rerun must not repeat.
+            configure_step(register_task.set_display_name("Register challenger"), cache=False)
+    with dsl.Else(name="data-invalid"):
+        fail_task = fail_run(summary=validate_task.outputs["summary"], data_version=data_version)
+        configure_step(fail_task.set_display_name("Stop: data validation failed"))
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, validate, evaluate, gate and register a policy classifier.")
@@ -28,57 +98,76 @@ def training_pipeline(
     run_id: str = "manual",
     started_by: str = "unknown",
 ):
-    """Retrain a policy's classifier end to end."""
-    ingest_task = ingest(policy=policy, data_uri=data_uri, columns=columns, sample=sample, run_id=run_id)
-    ingest_task.set_display_name("Ingest and snapshot").set_caching_options(False)
-    data_version = ingest_task.outputs["data_version"]
+    """Retrain a policy's classifier end to end; the train step itself trains, on a GPU node."""
 
-    validate_task = validate(
-        policy=policy, snapshot=ingest_task.outputs["snapshot"], data_version=data_version, run_id=run_id
-    )
-    validate_task.set_display_name("Validate data")
-
-    with dsl.If(validate_task.outputs["passed"] == True, name="data-valid"):  # noqa: E712 (KFP builds a condition)
+    def train_inline(snapshot, data_version):
         train_task = train(
             policy=policy,
             family=family,
-            snapshot=ingest_task.outputs["snapshot"],
+            snapshot=snapshot,
             data_version=data_version,
             seed=seed,
             run_id=run_id,
             train_config=train_config,
         )
-        train_task.set_display_name("Train")
-        evaluate_task = evaluate(
+        return configure_step(train_task.set_display_name("Train"), gpu=True)
+
+    _wire(
+        train_inline,
+        policy=policy,
+        data_uri=data_uri,
+        columns=columns,
+        family=family,
+        train_config=train_config,
+        sample=sample,
+        seed=seed,
+        run_id=run_id,
+        started_by=started_by,
+    )
+
+
+@dsl.pipeline(
+    name=RAYJOB_PIPELINE_NAME, description="Retrain a policy's transformer on a Ray cluster (KubeRay RayJob)."
+)
+def training_rayjob_pipeline(
+    policy: str = "davidson2017",
+    data_uri: str = "",
+    columns: str = "",
+    family: str = "transformer",
+    train_config: str = "",
+    sample: int = 0,
+    seed: int = 0,
+    run_id: str = "manual",
+    started_by: str = "unknown",
+    rayjob_workers: int = 2,
+    rayjob_deadline_s: int = 21600,
+):
+    """Retrain a policy's classifier end to end; a CPU step launches the training as a RayJob and waits for it."""
+
+    def train_on_ray(snapshot, data_version):
+        launch_task = train_rayjob(
             policy=policy,
-            snapshot=ingest_task.outputs["snapshot"],
-            model=train_task.outputs["model"],
-            data_version=data_version,
-            model_digest=train_task.outputs["Output"],
             family=family,
+            snapshot=snapshot,
+            data_version=data_version,
+            seed=seed,
             run_id=run_id,
+            train_config=train_config,
+            workers=rayjob_workers,
+            deadline_s=rayjob_deadline_s,
         )
-        evaluate_task.set_display_name("Evaluate")
-        gate_task = gate(
-            policy=policy,
-            evaluation=evaluate_task.outputs["evaluation"],
-            paired=evaluate_task.outputs["paired"],
-            run_id=run_id,
-            started_by=started_by,
-        )
-        gate_task.set_display_name("Gate")
-        with dsl.If(gate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712
-            register_task = register(
-                policy=policy,
-                model=train_task.outputs["model"],
-                blessing=gate_task.outputs["blessing"],
-                data_version=data_version,
-                run_id=run_id,
-                started_by=started_by,
-                seed=seed,
-                family=family,
-            )
-            register_task.set_display_name("Register challenger").set_caching_options(False)
-    with dsl.Else(name="data-invalid"):
-        fail_task = fail_run(summary=validate_task.outputs["summary"])
-        fail_task.set_display_name("Stop: data validation failed")
+        # Retried: the launcher attaches to the RayJob of the same run if it already exists.
+        return configure_step(launch_task.set_display_name("Train (RayJob)"), network=True)
+
+    _wire(
+        train_on_ray,
+        policy=policy,
+        data_uri=data_uri,
+        columns=columns,
+        family=family,
+        train_config=train_config,
+        sample=sample,
+        seed=seed,
+        run_id=run_id,
+        started_by=started_by,
+    )

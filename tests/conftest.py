@@ -57,6 +57,25 @@ def hg_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     return {**os.environ, **env}
 
 
+@pytest.fixture(scope="session")
+def schema_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings whose CRD schemas come from the shared mirror (HARMGUARD_SCHEMA_MIRROR, else ../shared/schemas).
+
+    One cache per session: the first validation of a kind preprocesses its CRD (seconds), later ones reuse it.
+    """
+    env = os.environ.get("HARMGUARD_SCHEMA_MIRROR")
+    path = Path(env) if env else ROOT.parent / "shared" / "schemas"
+    if not path.is_dir():
+        pytest.skip("CRD schema mirror not found (set HARMGUARD_SCHEMA_MIRROR)")
+    tmp = tmp_path_factory.mktemp("schemas")
+    return Settings(
+        home=str(tmp / "home"),
+        cache=tmp / "cache",
+        schema_mirror=path.resolve(),
+        mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+    )
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run the harmguard CLI in a subprocess, as a user would."""
     return subprocess.run(

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 from harmguard.datasets import load_dataset
+from harmguard.gcs import make_client
 from harmguard.models import category_scores, load_model, read_model_meta
 from harmguard.models.transformer import resolve_backbone
 from harmguard.policy import load_policy
 from harmguard.snapshot import build_snapshot
-from harmguard.train_ray import epoch_batches, train_transformer
+from harmguard.train_ray import epoch_batches, init_ray, train_transformer
+from tests.gcs_emulator import fake_gcs_server
 
 TEXTS = ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch at 1?"]
 
@@ -48,9 +50,7 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ray_cluster():
     import ray
 
-    os.environ["RAY_DEDUP_LOGS"] = "0"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    init_ray(num_cpus=2)  # the local cluster a pipeline step starts
     yield
     ray.shutdown()
 
@@ -99,6 +99,25 @@ def test_ray_train_two_workers_learns_and_exports(tiny_backbone, ray_cluster, sp
     _check_export(model, tmp_path)
 
 
+def test_checkpoints_go_to_gcs_through_pyarrow(tiny_backbone, ray_cluster, spam_frame, tmp_path):
+    policy, frame = spam_frame
+    with fake_gcs_server(tmp_path / "gcs") as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("STORAGE_EMULATOR_HOST", url)
+        client = make_client()
+        client.create_bucket("hg-train")
+        model = train_transformer(
+            frame,
+            policy,
+            overrides=_overrides(tiny_backbone, epochs=1, num_workers=1),
+            workdir="gs://hg-train/runs/r1/ray",
+        )
+        names = [b.name for b in client.list_blobs("hg-train")]
+    # Ray Train wrote the checkpoint (weights and the loop's state) into the bucket, and training finished from it.
+    assert any(n.startswith("runs/r1/ray/train/checkpoint_") and n.endswith("/model.safetensors") for n in names)
+    assert any(n.endswith("/state.json") for n in names)
+    assert [h["epoch"] for h in model.train_info["history"]] == [1]
+
+
 def _train_worker_pids() -> list[int]:
     """PIDs of Ray Train worker processes descending from this test process (its own local cluster)."""
     parents: dict[int, int] = {}
@@ -122,7 +141,6 @@ def _train_worker_pids() -> list[int]:
     return sorted(p for p, t in titles.items() if "RayTrainWorker" in t and descends(p))
 
 
-@pytest.mark.slow  # ~130 s on 2 busy cores: Ray restarts the whole worker group (make test-slow)
 def test_killed_worker_resumes_from_checkpoint(tiny_backbone, ray_cluster, spam_frame, tmp_path):
     policy, frame = spam_frame
     storage = tmp_path / "ray"

@@ -323,12 +323,79 @@ def compile_(
     output_dir: Annotated[
         Path | None, typer.Option(help="Where to write the YAML (default: the pipelines folder).")
     ] = None,
+    manifests_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to render the Argo and KubeRay manifests (default: manifests/ of the checkout)."),
+    ] = None,
 ) -> None:
-    """Compile the KFP pipelines to YAML (the files the KFP UI uploads)."""
+    """Compile the KFP pipelines and render the cluster manifests; every container runs HARMGUARD_IMAGE."""
     from harmguard.compile import compile_pipelines
+    from harmguard.lineage import image_tag
+    from harmguard.manifests import default_manifests_dir, render_manifests
 
     for path in compile_pipelines(output_dir):
         err.print(f"wrote {path}")
+    target = manifests_dir or (output_dir / "manifests" if output_dir else default_manifests_dir())
+    if target is None:
+        err.print("no source checkout here: pass --manifests-dir to render the manifests")
+        return
+    for path in render_manifests(target, image=image_tag()):
+        err.print(f"wrote {path}")
+
+
+@app.command("submit")
+def submit_(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888.")],
+    pipeline: Annotated[str, typer.Option(help="Pipeline to run: training, promotion or scoring.")] = "training",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Pipeline parameter NAME=VALUE (repeatable).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Training backend: inline (the step trains on a GPU node) or rayjob (KubeRay).")
+    ] = "inline",
+    image: Annotated[str | None, typer.Option(help="Image of every step (default: HARMGUARD_IMAGE).")] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment (created when missing).")] = "harmguard",
+    namespace: Annotated[str | None, typer.Option(help="Namespace of a multi-user KFP.")] = None,
+    service_account: Annotated[
+        str | None, typer.Option(help="ServiceAccount of the run's pods (GCS through Workload Identity).")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="Who starts the run (default: the OS user).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 2 unless it succeeded.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait at most.", min=1)] = 86400,
+    poll: Annotated[float, typer.Option(help="With --wait: seconds between status checks.", min=0.01)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Create a run of a compiled pipeline on a Kubeflow Pipelines cluster (kfp.Client); --wait follows it."""
+    from harmguard.lineage import image_tag
+    from harmguard.submit import SubmitError, SubmitInputError, parse_params, submit
+
+    try:
+        result = submit(
+            host,
+            pipeline,
+            parse_params(param or []),
+            backend=backend,
+            image=image or image_tag(),
+            experiment=experiment,
+            namespace=namespace,
+            service_account=service_account,
+            started_by=by or _user(),
+            wait=wait,
+            timeout_s=timeout,
+            poll_s=poll,
+            on_state=lambda state: err.print(f"state {state}"),
+        )
+    except (SubmitInputError, SubmitError, ValueError) as e:
+        raise _fail(str(e)) from e
+    err.print(f"run {result.run_id} ({result.run_name}) of {result.pipeline} on {host}: {result.state}")
+    if result.error:
+        err.print(f"[bold red]run failed:[/] {result.error}")
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
+    else:
+        sys.stdout.write(f"{result.run_id} {result.state}\n")
+    if not result.ok:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command("serve")
@@ -358,6 +425,38 @@ def serve_(
         raise _fail(str(e)) from e
     err.print(note)
     local.run_local_server(store, args, port=port, on_ready=lambda e: err.print(f"serving at {e['url']} · {e}"))
+
+
+@app.command("score")
+def score(
+    input_uri: Annotated[str, typer.Option("--input", help="CSV, Parquet or JSONL to score (local or gs://).")],
+    output_uri: Annotated[str, typer.Option("--output", help="Output folder (local or gs://): Parquet + _SUCCESS.")],
+    policy: Annotated[str | None, typer.Option(help="Policy (default: the only one with a champion).")] = None,
+    version: Annotated[str | None, typer.Option(help="Use this version '<policy>/<n>' (default: champion).")] = None,
+    id_column: Annotated[str, typer.Option(help="Input column passed through as the join key.")] = "id",
+    text_column: Annotated[str, typer.Option(help="Input column holding the texts.")] = "text",
+    max_chars: Annotated[int, typer.Option(help="Longer texts are not scored (skipped=too_long).", min=1)] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Texts per model call.", min=1)] = 256,
+    rows_per_part: Annotated[int, typer.Option(help="Input rows per output Parquet part.", min=1)] = 100_000,
+    actors: Annotated[int, typer.Option(help="Scoring actors (1 CPU each, capped at the cluster's CPUs).", min=1)] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace an already committed output folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON line on stdout.")] = False,
+) -> None:
+    """Score a file with the serving model and thresholds (Ray Data); commit Parquet parts with a _SUCCESS manifest."""
+    from harmguard.batch import BatchConfig, ScoringError, score_registered
+    from harmguard.storage import StoreError, open_store
+
+    try:
+        cfg = BatchConfig(
+            input_uri=input_uri, output_uri=output_uri, id_column=id_column, text_column=text_column,
+            max_chars=max_chars, batch_size=batch_size, rows_per_part=rows_per_part, actors=actors,
+            overwrite=overwrite,
+        )  # fmt: skip
+        manifest = score_registered(open_store(_settings().home), cfg, policy=policy, version=version, console=err)
+    except (ValueError, ScoringError, StoreError, FileNotFoundError) as e:
+        raise _fail(str(e)) from e
+    if as_json:
+        sys.stdout.write(json.dumps(manifest, default=str) + "\n")
 
 
 def main() -> None:

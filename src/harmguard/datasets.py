@@ -349,7 +349,9 @@ def _resolve_url(spec_file: DatasetFile, base_url_override: str | None) -> str:
     return f"{base.rstrip('/')}/{spec_file.mirror_name}" if base else spec_file.url
 
 
-def fetch_file(spec_file: DatasetFile, settings: Settings, *, base_url_override: str | None = None) -> Path:
+def fetch_file(
+    spec_file: DatasetFile, settings: Settings, *, base_url_override: str | None = None, folder: str = "datasets"
+) -> Path:
     """Return a verified local copy of a dataset file, fetching it into the cache when needed.
 
     Order: the cached copy when its sha256 matches (a stale one is deleted); the mirror when
@@ -362,15 +364,16 @@ def fetch_file(spec_file: DatasetFile, settings: Settings, *, base_url_override:
         spec_file: The registered file (``get_dataset(name).file(filename)``).
         settings: Supplies ``cache`` and ``data_mirror``.
         base_url_override: Replaces the canonical URL's base (mirror layout); ignored when a mirror is set.
+        folder: Folder of the cache the file goes to (``schemas`` for the pinned CRDs of ``harmguard.k8s_schemas``).
 
     Returns:
-        The path ``settings.cache / "datasets" / <dataset> / <filename>``.
+        The path ``settings.cache / folder / <dataset> / <filename>``.
 
     Raises:
         DatasetChecksumError: When the fetched bytes do not match the pinned sha256 (nothing is cached).
         DatasetFetchError: When the mirror lacks the file or the download fails.
     """
-    target = Path(settings.cache) / "datasets" / spec_file.dataset / spec_file.filename
+    target = Path(settings.cache) / folder / spec_file.dataset / spec_file.filename
     if target.is_file():
         actual = sha256_file(target)
         if actual == spec_file.sha256:

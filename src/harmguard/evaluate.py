@@ -1,10 +1,12 @@
 """Evaluation on frozen data: calibration on validation, the challenger and the champion on the same frozen sets.
 
 The frozen sets are the snapshot's test split and the policy's evaluation sets (e.g. hatecheck), each identified by
-its digest. Both models are scored on every set; scores are cached under ``scores/<model-digest>/<set-digest>.npy``
-(create-only) so nothing is scored twice. The challenger's thresholds are calibrated on the validation split; the
-champion keeps the thresholds registered with its version. Per-row truth and decisions of both models travel to the
-gate as a ``PairedDecisions`` file (plain ``.npz``, no pickle) for its paired significance tests.
+its digest. Both models are scored on every set (and on the test split's evasion perturbations); scores are cached
+under ``scores/<model-digest>/<set-digest>.npy`` (create-only) so nothing is scored twice. Identity fairness,
+functional tests and evasion come from the same scores (``harmguard.robustness``). The challenger's thresholds are
+calibrated on the validation split; the champion keeps the thresholds registered with its version. Per-row truth and
+decisions of both models travel to the gate as a ``PairedDecisions`` file (plain ``.npz``, no pickle) for its paired
+significance tests.
 """
 
 from __future__ import annotations
@@ -88,12 +90,22 @@ class FrozenSet:
     category: str | None = None  # None for the test split
     dataset: str | None = None
     slices: dict[str, np.ndarray] = field(default_factory=dict)
+    positive: str | None = None  # evaluation set: the gold label meaning the category applies
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # identity group -> row mask (fairness)
+    identity: str | None = None  # where the groups come from, for the report
+    min_negatives: int = 50  # groups with fewer negatives stay out of the FPR spread
+    functionality: np.ndarray | None = None  # (n,) functional test of each row
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # memo: perturbed copies
 
     def describe(self) -> dict[str, Any]:
         """What the blessing records about the set."""
         out: dict[str, Any] = {"digest": self.digest, "rows": len(self.texts)}
         if self.category is not None:
             out |= {"dataset": self.dataset, "category": self.category, "positives": int(np.sum(self.y))}
+        if self.groups:
+            out |= {"identity": self.identity, "identity_groups": len(self.groups)}
+        if self.functionality is not None:
+            out["functionalities"] = len(set(self.functionality.tolist()))
         return out
 
 
@@ -106,13 +118,20 @@ def frozen_sets(frame: pd.DataFrame, policy: Policy, settings: Settings | None) 
     if settings is None:
         return sets
     from harmguard.datasets import load_dataset
+    from harmguard.robustness import identity_groups
 
     for es in policy.evaluation_sets:
         data = load_dataset(es.dataset, settings)
         texts = data[es.text_column].astype(str).tolist()
         labels = data[es.label_column].astype(str).tolist()
         yb = np.array([lab == es.positive for lab in labels], dtype=bool)
-        sets.append(FrozenSet(es.name, set_digest(texts, labels), texts, yb, es.category, es.dataset))
+        fs = FrozenSet(es.name, set_digest(texts, labels), texts, yb, es.category, es.dataset, positive=es.positive)
+        if es.identity is not None:
+            fs.groups, fs.identity = identity_groups(data, texts, es.identity, settings)
+            fs.min_negatives = es.identity.min_negatives
+        if es.functionality_column:
+            fs.functionality = data[es.functionality_column].astype(str).to_numpy()
+        sets.append(fs)
     return sets
 
 
@@ -126,7 +145,8 @@ class Decisions:
     operating: np.ndarray
 
 
-def _reference_decisions(proba: np.ndarray, label_mode: str) -> np.ndarray:
+def reference_decisions(proba: np.ndarray, label_mode: str) -> np.ndarray:
+    """Argmax decisions (multilabel: each class at 0.5), (n, n_classes) booleans."""
     if label_mode == "multilabel":
         return proba >= 0.5
     return np.eye(proba.shape[1], dtype=bool)[proba.argmax(axis=1)]
@@ -138,7 +158,7 @@ def measure(
     """Metrics of one model on one frozen set, and its per-row decisions."""
     cats, classes, mode = policy.categories, policy.classes, policy.label_mode
     scores = proba[:, [classes.index(c) for c in cats]]
-    ref_dec = _reference_decisions(proba, mode)
+    ref_dec = reference_decisions(proba, mode)
     if fs.category is None:
         truth = truth_matrix(fs.y, classes, cats, mode)
         ref_truth = truth_matrix(fs.y, classes, classes, mode)
@@ -224,6 +244,21 @@ def evaluate_challenger(
     sets: list[FrozenSet] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Decisions]]:
     """``evaluate_model`` plus the per-row decisions on each frozen set (for paired comparisons)."""
+    doc, decisions, _ = _evaluate_challenger(model, frame, policy, settings, scorer=scorer, sets=sets)
+    return doc, decisions
+
+
+def _evaluate_challenger(
+    model: Classifier,
+    frame: pd.DataFrame,
+    policy: Policy,
+    settings: Settings | None = None,
+    *,
+    scorer: Scorer | None = None,
+    sets: list[FrozenSet] | None = None,
+) -> tuple[dict[str, Any], dict[str, Decisions], dict[str, np.ndarray]]:
+    from harmguard.robustness import measure_robustness
+
     score = scorer or (lambda _digest, texts: model.predict_proba(texts))
     cats = policy.categories
     out: dict[str, Any] = {"classes": policy.classes, "categories": cats, "label_mode": policy.label_mode}
@@ -234,9 +269,10 @@ def evaluate_challenger(
     val_op = operating_metrics(val["truth"], val["scores"], cats, thresholds)
     sets = sets if sets is not None else frozen_sets(frame, policy, settings)
     decisions: dict[str, Decisions] = {}
+    probas: dict[str, np.ndarray] = {}
     out["evaluation_sets"] = {}
     for fs in sets:
-        proba = score(fs.digest, fs.texts)
+        probas[fs.name] = proba = score(fs.digest, fs.texts)
         doc, decisions[fs.name] = measure(fs, proba, policy, thresholds)
         if fs.category is not None:
             out["evaluation_sets"][fs.name] = doc
@@ -244,32 +280,51 @@ def evaluate_challenger(
         out["reference"] = {"validation": val_ref, TEST: doc["reference"]}
         out["operating"] = {"validation": val_op, TEST: doc["operating"]}
         out["slices"] = doc["slices"]
-        truth = decisions[fs.name].operating_truth
-        scores = proba[:, [policy.classes.index(c) for c in cats]]
-        out["curves"] = {
-            c: {"pr": pr_curve(truth[:, j], scores[:, j]), "roc": roc_points(truth[:, j], scores[:, j])}
-            for j, c in enumerate(cats)
-        }
+        out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
+    out |= measure_robustness(sets, probas, policy, thresholds, score)
     out["sets"] = {fs.name: fs.describe() for fs in sets}
-    return out, decisions
+    return out, decisions, probas
+
+
+def _curves(fs: FrozenSet, proba: np.ndarray, decisions: Decisions, policy: Policy) -> dict[str, Any]:
+    """PR and ROC curve per category on the test split."""
+    truth = decisions.operating_truth
+    scores = proba[:, [policy.classes.index(c) for c in policy.categories]]
+    return {
+        c: {"pr": pr_curve(truth[:, j], scores[:, j]), "roc": roc_points(truth[:, j], scores[:, j])}
+        for j, c in enumerate(policy.categories)
+    }
 
 
 def evaluate_champion(
     model: Classifier, thresholds: dict[str, float], policy: Policy, sets: list[FrozenSet], scorer: Scorer
 ) -> tuple[dict[str, Any], dict[str, Decisions]]:
     """The champion's metrics on the same frozen sets at its own registered thresholds (same layout as above)."""
+    doc, decisions, _ = _evaluate_champion(model, thresholds, policy, sets, scorer)
+    return doc, decisions
+
+
+def _evaluate_champion(
+    model: Classifier, thresholds: dict[str, float], policy: Policy, sets: list[FrozenSet], scorer: Scorer
+) -> tuple[dict[str, Any], dict[str, Decisions], dict[str, np.ndarray]]:
+    from harmguard.robustness import measure_robustness
+
     out: dict[str, Any] = {"thresholds": thresholds, "thresholds_version": thresholds_version(thresholds)}
     decisions: dict[str, Decisions] = {}
+    probas: dict[str, np.ndarray] = {}
     out["evaluation_sets"] = {}
     for fs in sets:
-        doc, decisions[fs.name] = measure(fs, scorer(fs.digest, fs.texts), policy, thresholds)
+        probas[fs.name] = proba = scorer(fs.digest, fs.texts)
+        doc, decisions[fs.name] = measure(fs, proba, policy, thresholds)
         if fs.category is not None:
             out["evaluation_sets"][fs.name] = doc
         else:
             out["reference"] = {TEST: doc["reference"]}
             out["operating"] = {TEST: doc["operating"]}
             out["slices"] = doc["slices"]
-    return out, decisions
+            out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
+    out |= measure_robustness(sets, probas, policy, thresholds, scorer)
+    return out, decisions, probas
 
 
 # --- score cache ------------------------------------------------------------------------------------------------
@@ -409,22 +464,28 @@ def evaluate_against_champion(
         at its registered thresholds or None, ``champion_note``, ``sets`` with every set's digest,
         ``score_cache`` hits and misses) and the paired per-row decisions for the gate.
     """
+    from harmguard.review import flipped_examples
+
     cache = ScoreCache(store)
     sets = frozen_sets(frame, policy, settings)
-    doc, challenger = evaluate_challenger(
+    doc, challenger, probas = _evaluate_challenger(
         model, frame, policy, settings, scorer=cache.scorer(model, model_digest), sets=sets
     )
     champion, note = load_champion(store, policy)
     champion_decisions = None
     doc["champion"] = None
+    doc["flips"] = None
     if champion is not None:
         scorer = cache.scorer(champion.model, champion.model_digest)
-        champion_doc, champion_decisions = evaluate_champion(champion.model, champion.thresholds, policy, sets, scorer)
+        champion_doc, champion_decisions, champion_probas = _evaluate_champion(
+            champion.model, champion.thresholds, policy, sets, scorer
+        )
         doc["champion"] = champion_doc | {
             "version": champion.version,
             "model_digest": champion.model_digest,
             "family": champion.family,
         }
+        doc["flips"] = flipped_examples(sets, policy, (probas, challenger), (champion_probas, champion_decisions))
     doc["champion_note"] = note
     doc["score_cache"] = {"hits": cache.hits, "misses": cache.misses}
     slices = next(fs.slices for fs in sets if fs.category is None)

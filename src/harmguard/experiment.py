@@ -11,6 +11,8 @@ from typing import Any
 from harmguard.settings import Settings
 
 _BAD = re.compile(r"[^0-9A-Za-z_\-./ ]")
+MAX_BATCH_METRICS = 1000  # MLflow's log_batch limits
+MAX_BATCH_PARAMS = 100
 
 
 def metric_name(key: str) -> str:
@@ -91,12 +93,15 @@ def log_run(
 
             now_ms = int(time.time() * 1000)
 
-            client.log_batch(
-                rid,
-                metrics=[Metric(metric_name(k), float(v), now_ms, 0) for k, v in metrics.items()]
-                + [Metric(metric_name(k), v, now_ms, step) for k, v, step in history_metrics(history or [])],
-                params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-            )
+            all_metrics = [Metric(metric_name(k), float(v), now_ms, 0) for k, v in metrics.items()] + [
+                Metric(metric_name(k), v, now_ms, step) for k, v, step in history_metrics(history or [])
+            ]
+            all_params = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            # MLflow refuses a batch of over 1000 metrics or 100 params (fairness tables alone give ~500 metrics).
+            for start in range(0, len(all_metrics), MAX_BATCH_METRICS):
+                client.log_batch(rid, metrics=all_metrics[start : start + MAX_BATCH_METRICS])
+            for start in range(0, len(all_params), MAX_BATCH_PARAMS):
+                client.log_batch(rid, params=all_params[start : start + MAX_BATCH_PARAMS])
             with tempfile.TemporaryDirectory() as tmp:
                 for name, data in files.items():
                     p = Path(tmp) / name

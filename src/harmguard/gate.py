@@ -5,6 +5,10 @@ Value checks bound the challenger's own metrics. Change checks compare it with t
 iff the interval's lower bound is >= -tolerance; McNemar's test on the underlying decisions is reported beside it.
 With no champion, change checks are skipped and the blessing says so. The blessing lists every check with metric,
 slice, value, champion value, interval, threshold and pass/fail; the gate blesses only when every check passes.
+
+Fairness, functional and evasion metrics (``metrics.robustness_keys``) are value checks like any other; beside the
+value they carry its interval (DeLong, Wilson or bootstrap) and, for a summary over groups or perturbations, where
+the worst value comes from: a failing ``min_bpsn_auc`` names its group and every other group past the bound.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harmguard.evaluate import TEST, PairedDecisions
-from harmguard.metrics import flatten
+from harmguard.metrics import flatten, robustness_keys
 from harmguard.policy import Policy, Threshold
 from harmguard.significance import PER_LABEL_METRICS, mcnemar, paired_bootstrap, resample_weights
 
@@ -36,29 +40,54 @@ def _base(t: Threshold, check_type: str) -> dict[str, Any]:
     }
 
 
-def check_threshold(t: Threshold, flat: dict[str, float], champion_flat: dict[str, float] | None = None):
-    """Evaluate one value threshold (``min``/``max``); the champion's value is shown beside it when known."""
+def check_threshold(
+    t: Threshold,
+    flat: dict[str, float],
+    champion_flat: dict[str, float] | None = None,
+    details: dict[str, dict[str, Any]] | None = None,
+    *,
+    confidence: float = 0.95,
+):
+    """Evaluate one value threshold (``min``/``max``); the champion's value is shown beside it when known.
+
+    ``details`` (``metrics.robustness_keys``) adds the value's interval and, for summaries, the group or
+    perturbation it comes from; the decision reads the point value, as for every value check.
+    """
     key = metric_key(t)
     value = flat.get(key)
+    info = (details or {}).get(key) or {}
     check = _base(t, "value") | {
         "value": value,
         "champion_value": (champion_flat or {}).get(key),
         "delta": None,
-        "interval": None,
+        "interval": info.get("interval"),
+        "where": info.get("where"),
         "min": t.min,
         "max": t.max,
     }
     if value is None:
         check.update(passed=False, reason=f"{key} was not computed (unknown metric, category or slice, or no rows)")
         return check
-    bounds = []
-    if t.min is not None:
-        bounds.append((value >= t.min, f">= {t.min}"))
-    if t.max is not None:
-        bounds.append((value <= t.max, f"<= {t.max}"))
-    check["passed"] = all(ok for ok, _ in bounds)
-    wanted = " and ".join(b for _, b in bounds)
-    check["reason"] = f"{key} = {value:.4f}, needs {wanted}"
+
+    def ok(v: float) -> bool:
+        return (t.min is None or v >= t.min) and (t.max is None or v <= t.max)
+
+    check["passed"] = ok(value)
+    wanted = " and ".join(
+        b for b in (f">= {t.min}" if t.min is not None else "", f"<= {t.max}" if t.max is not None else "") if b
+    )
+    reason = f"{key} = {value:.4f}"
+    if info.get("where"):
+        reason += f" ({info.get('by', 'at')} {info['where']})"
+    if info.get("interval") and None not in info["interval"]:
+        lo, hi = info["interval"]
+        reason += f" [{round(confidence * 100)}% CI {lo:.4f}, {hi:.4f}]"
+    reason += f", needs {wanted}"
+    past = sorted(((v, k) for k, v in (info.get("values") or {}).items() if not ok(v)), reverse=t.min is None)
+    if not check["passed"] and len(past) > 1:
+        shown = ", ".join(f"{k} {v:.4f}" for v, k in past[:5]) + (f" (+{len(past) - 5} more)" if len(past) > 5 else "")
+        reason += f"; every {info.get('by', 'value')} past the bound: {shown}"
+    check["reason"] = reason
     return check
 
 
@@ -194,6 +223,7 @@ def run_gate(
         paired: Per-row decisions of both models; required for change checks when there is a champion.
     """
     flat = flatten(evaluation, "test")
+    details = robustness_keys(evaluation)[1]
     champion_doc = evaluation.get("champion")
     champion_flat = flatten(champion_doc, "test") if champion_doc else None
     notes: list[str] = []
@@ -208,7 +238,7 @@ def run_gate(
     weights: dict[int, np.ndarray] = {}
     for t in policy.gate.thresholds:
         if t.min is not None or t.max is not None:
-            checks.append(check_threshold(t, flat, champion_flat))
+            checks.append(check_threshold(t, flat, champion_flat, details, confidence=policy.gate.bootstrap.confidence))
         if t.change is None:
             continue
         if champion_doc is None:
@@ -240,5 +270,7 @@ def run_gate(
         "evaluation_sets": evaluation.get("sets", {}),
         "bootstrap": policy.gate.bootstrap.model_dump(),
         "notes": notes,
+        # the reviewer report the gate step writes beside the blessing (relative to HARMGUARD_HOME)
+        "report": f"runs/{run_id}/report.html",
         "decided_at": datetime.now(UTC).isoformat(),
     }

@@ -115,6 +115,22 @@ def make_client(project: str | None = None) -> Any:
     return storage.Client(project=project or default_project, credentials=credentials)
 
 
+def arrow_filesystem(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for ``uri`` (``gs://bucket/prefix`` or local), as Ray Train's storage takes them.
+
+    pyarrow's GCS client ignores ``STORAGE_EMULATOR_HOST``, and with no credentials it waits on the metadata server,
+    so against an emulator it gets anonymous access to that endpoint over plain HTTP explicitly.
+    """
+    from pyarrow import fs
+
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if uri.startswith("gs://") and emulator:
+        scheme, _, host = emulator.rpartition("://")
+        return fs.GcsFileSystem(anonymous=True, scheme=scheme or "http", endpoint_override=host), uri[len("gs://") :]
+    filesystem, path = fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    return filesystem, path
+
+
 class GCSStore:
     """An artifact store under ``gs://bucket/prefix``."""
 

@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 from harmguard.digests import sha256_file
-
-DEFAULT_IMAGE = "ghcr.io/harmguard/harmguard:0.1.0"
+from harmguard.settings import DEFAULT_IMAGE
 
 
 def project_root() -> Path | None:
@@ -53,4 +52,4 @@ def lock_digest() -> str | None:
 
 def image_tag() -> str:
     """The container image tag the steps run in (HARMGUARD_IMAGE, else the default tag)."""
-    return os.environ.get("HARMGUARD_IMAGE") or DEFAULT_IMAGE
+    return os.environ.get("HARMGUARD_IMAGE") or DEFAULT_IMAGE  # compiled steps get it set to their own image

@@ -171,7 +171,8 @@ def length_buckets(texts: list[str], edges: list[int]) -> list[str]:
 def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]:
     """Flat ``kind/slice/[category/]metric`` numbers of one split (gate lookups, KFP Metrics, MLflow).
 
-    Slices are ``overall``, ``<family>:<bucket>`` and the names of the frozen evaluation sets.
+    Slices are ``overall``, ``<family>:<bucket>``, the names of the frozen evaluation sets, and the identity groups,
+    functionalities and evasion perturbations of ``robustness_keys``.
     """
     out: dict[str, float] = {}
 
@@ -203,4 +204,51 @@ def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]
             for k in ("precision", "recall", "f1", "fpr", "pr_auc", "roc_auc"):
                 if m.get(k) is not None:
                     out[f"{kind}/{name}/{es['category']}/{k}"] = m[k]
+    out |= robustness_keys(evaluation)[0]
     return {k: float(v) for k, v in out.items()}
+
+
+def robustness_keys(evaluation: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Flat keys of the fairness, functional and evasion sections, and per key what a check shows beside its value.
+
+    Keys (all operating-point, except functional accuracy which has both kinds):
+    ``operating/<set>:<group>/<category>/{subgroup_auc,bpsn_auc,bnsp_auc,fpr}``,
+    ``operating/<set>/<category>/{min_subgroup_auc,min_bpsn_auc,min_bnsp_auc,fpr_spread,bias_score}``,
+    ``<kind>/<set>:<functionality>/accuracy``, ``operating/evasion:<perturbation>/<category>/{flip_rate,
+    evasion_rate}`` and ``operating/evasion/<category>/{max_flip_rate,max_evasion_rate}``. Details: ``interval``,
+    ``where`` (the group or perturbation a summary comes from) and ``values`` (each group's or perturbation's value).
+    """
+    from harmguard.evasion import flatten_evasion
+    from harmguard.fairness import flatten_fairness
+    from harmguard.functional import flatten_functional
+
+    values: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
+    parts = [flatten_fairness(name, doc["category"], doc) for name, doc in (evaluation.get("fairness") or {}).items()]
+    parts += [flatten_functional(name, doc) for name, doc in (evaluation.get("functional") or {}).items()]
+    if evaluation.get("evasion"):
+        parts.append(flatten_evasion(evaluation["evasion"]))
+    for v, d in parts:
+        values |= v
+        details |= d
+    return values, details
+
+
+def ui_metric_keys(flat: dict[str, float]) -> list[str]:
+    """The flat keys worth a KFP ``Metrics`` entry (the UI lists them all, so not every group or functionality).
+
+    Overall metrics, each evaluation set's accuracy, and the fairness and evasion summaries (worst group, spread,
+    worst perturbation).
+    """
+    from harmguard.evasion import SUMMARY_METRICS as EVASION_SUMMARY
+    from harmguard.fairness import SUMMARY_METRICS as FAIRNESS_SUMMARY
+
+    summaries = {*FAIRNESS_SUMMARY, *EVASION_SUMMARY}
+    keep = []
+    for key in flat:
+        parts = key.split("/")
+        overall = parts[1] == "overall"
+        set_accuracy = len(parts) == 3 and parts[2] == "accuracy" and ":" not in parts[1]
+        if overall or set_accuracy or parts[-1] in summaries:
+            keep.append(key)
+    return keep

@@ -173,15 +173,74 @@ class TransformerSpec(_Strict):
     )
 
 
+class IdentitySpec(_Strict):
+    """How an evaluation set's rows map to identity groups (for the fairness metrics, `harmguard.fairness`)."""
+
+    column: str | None = Field(
+        default=None, description="Column naming the group each row targets (hatecheck: target_ident); blank: none."
+    )
+    terms: Literal["jigsaw"] | list[str] | None = Field(
+        default=None,
+        description="Identity terms matched as whole words in the text, case-insensitive; `jigsaw`: the 50 terms "
+        "shipped with jigsaw_bias_madlibs.",
+    )
+    min_negatives: int = Field(
+        default=50, ge=1, description="The FPR spread covers only groups with at least this many negatives."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IdentitySpec:
+        if (self.column is None) == (self.terms is None):
+            raise ValueError("identity needs exactly one of `column` (group per row) or `terms` (matched in the text)")
+        return self
+
+
 class EvaluationSet(_Strict):
     """A frozen evaluation set (never trained on) and what it tests."""
 
-    name: str = Field(description="Name in reports.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name in reports and gate keys.")
     dataset: str = Field(description="Named dataset.")
     category: str = Field(description="Category it tests.")
     text_column: str = Field(description="Column with the text.")
     label_column: str = Field(description="Column with the gold label.")
     positive: str = Field(description="Gold label value meaning the category applies.")
+    identity: IdentitySpec | None = Field(
+        default=None, description="Identity groups of the rows: enables the fairness metrics on this set."
+    )
+    functionality_column: str | None = Field(
+        default=None, description="Column naming each row's functional test (hatecheck: functionality)."
+    )
+
+
+Perturbation = Literal["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph"]
+
+
+def _every_perturbation() -> list[Perturbation]:
+    return ["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph"]
+
+
+class EvasionSpec(_Strict):
+    """Evasion perturbations applied to the test split (`harmguard.evasion`)."""
+
+    perturbations: list[Perturbation] = Field(
+        default_factory=_every_perturbation,
+        min_length=1,
+        description="Which perturbations to apply, each to every test row.",
+    )
+    word_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Share of a text's eligible words rewritten (at least one per text)."
+    )
+    seed: int = Field(default=0, description="Seed of the rewrites (fixed: the same rows give the same texts).")
+
+
+class ReportSpec(_Strict):
+    """What the reviewer report shows of the data."""
+
+    redact_texts: bool = Field(default=False, description="Show no text at all in reports (examples say [redacted]).")
+    text_chars: int = Field(default=200, ge=20, description="Texts in reports are cut to this many characters.")
+    flipped_examples: int = Field(
+        default=20, ge=0, le=20, description="Texts whose decision differs between challenger and champion, at most."
+    )
 
 
 class SliceSpec(_Strict):
@@ -218,11 +277,17 @@ class ChangeThreshold(_Strict):
 class Threshold(_Strict):
     """A gate threshold: value bounds (`min`/`max`), a change bound against the champion (`change`), or both."""
 
-    metric: str = Field(description="Metric name, e.g. macro_f1, weighted_f1, f1, recall, precision, fpr, pr_auc.")
+    metric: str = Field(
+        description="Metric name, e.g. macro_f1, weighted_f1, f1, recall, precision, fpr, pr_auc, accuracy; fairness: "
+        "subgroup_auc, bpsn_auc, bnsp_auc, min_* of those, fpr_spread, bias_score; evasion: flip_rate, evasion_rate, "
+        "max_flip_rate, max_evasion_rate."
+    )
     kind: Literal["reference", "operating"] = Field(default="reference", description="Which metrics it reads.")
     category: str | None = Field(default=None, description="Category for per-category metrics.")
     slice: str = Field(
-        default="overall", description="`overall`, `<family>:<bucket>` of a declared slice, or an evaluation set name."
+        default="overall",
+        description="`overall`, `<family>:<bucket>` of a declared slice, an evaluation set name, `<set>:<group>` "
+        "(identity group) or `<set>:<functionality>`, `evasion` or `evasion:<perturbation>`.",
     )
     min: float | None = Field(default=None, description="Lower bound (higher is better).")
     max: float | None = Field(default=None, description="Upper bound (lower is better).")
@@ -237,6 +302,10 @@ class Threshold(_Strict):
         if self.min is None and self.max is None and self.change is None:
             raise ValueError(
                 f"threshold on {self.metric} needs `min` or `max` (value) or `change` (against the champion)"
+            )
+        if self.metric in _operating_only_metrics() and self.kind != "operating":
+            raise ValueError(
+                f"{self.metric} is measured on scores and operating-point decisions: set `kind: operating`"
             )
         if self.change is not None:
             if self.metric not in CHANGE_METRICS:
@@ -257,6 +326,13 @@ class Threshold(_Strict):
         if self.change is not None and self.change.direction is not None:
             return self.change.direction == "higher_is_better"
         return self.metric not in LOWER_IS_BETTER
+
+
+def _operating_only_metrics() -> frozenset[str]:
+    """Fairness and evasion metrics: read from scores and operating decisions only (imported on use)."""
+    from harmguard import evasion, fairness
+
+    return fairness.METRICS | evasion.METRICS
 
 
 class BootstrapSpec(_Strict):
@@ -296,7 +372,9 @@ class Policy(_Strict):
     )
     evaluation_sets: list[EvaluationSet] = Field(default_factory=list, description="Frozen evaluation sets.")
     slices: list[SliceSpec] = Field(default_factory=list, description="Slices for metrics and thresholds.")
+    evasion: EvasionSpec | None = Field(default=None, description="Evasion perturbations of the test split.")
     gate: GateSpec = Field(default_factory=GateSpec, description="The evaluation gate.")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="What reports show of the data.")
     allow_self_approval: bool = Field(default=False, description="Whether the run's starter may approve it.")
     approval_ttl_hours: float = Field(
         default=72.0, gt=0, description="Hours an approval stays valid for promotion; after that, approve again."

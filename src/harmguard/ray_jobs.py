@@ -16,6 +16,7 @@ from typing import Any
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "ray" / "train_entry.py"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+SUBMIT_DEADLINE_S = 120.0  # how long a head may take to bring its job agent up
 
 
 class RemoteTrainingError(RuntimeError):
@@ -23,9 +24,23 @@ class RemoteTrainingError(RuntimeError):
 
 
 def _fs(uri: str) -> tuple[Any, str]:
-    from pyarrow import fs
+    from harmguard.gcs import arrow_filesystem
 
-    return fs.FileSystem.from_uri(uri)
+    return arrow_filesystem(uri)
+
+
+def _submit(client: Any, *, deadline_s: float = SUBMIT_DEADLINE_S, **job: Any) -> str:
+    """Submit, retrying while the head answers that its job agent is not up yet (a fresh or restarting head)."""
+    give_up = time.monotonic() + deadline_s
+    delay = 1.0
+    while True:
+        try:
+            return str(client.submit_job(**job))
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() + delay > give_up:
+                raise RemoteTrainingError(f"the Ray cluster refused the training job: {e}") from e
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def run_remote_job(config: dict[str, Any], *, address: str, workdir: str, name: str, poll_s: float = 5.0) -> Path:
@@ -43,7 +58,8 @@ def run_remote_job(config: dict[str, Any], *, address: str, workdir: str, name: 
     with filesystem.open_output_stream(f"{root}/input/loop_config.json") as out:
         out.write(json.dumps(config).encode())
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
+    job_id = _submit(
+        client,
         entrypoint=f"python train_entry.py --workdir {workdir} --name {name}",
         runtime_env={"working_dir": str(ENTRYPOINT.parent)},  # only the thin entry point travels
     )

@@ -8,12 +8,13 @@ from typing import Any
 
 import jinja2
 
-_ENV = jinja2.Environment(
+TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("harmguard", "templates"), autoescape=jinja2.select_autoescape(["html"])
 )
 
 
-def _png(fig: Any) -> str:
+def figure_png(fig: Any) -> str:
+    """A matplotlib figure as an inline ``data:`` PNG URI (closes the figure)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -22,30 +23,14 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure(w: float = 5, h: float = 4) -> tuple[Any, Any]:
+def new_figure(w: float = 5, h: float = 4) -> tuple[Any, Any]:
+    """A figure and its axes on the non-interactive backend, ``w`` x ``h`` inches."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display in pipeline steps
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(w, h))
-
-
-def plot_pr_curves(evaluation: dict[str, Any]) -> str | None:
-    """Precision-recall curve per category (test split), with each operating point marked."""
-    curves = {c: v["pr"] for c, v in evaluation["curves"].items() if v.get("pr")}
-    if not curves:
-        return None
-    fig, ax = _figure()
-    for c, pr in curves.items():
-        auc = evaluation["reference"]["test"]["per_class"][c].get("pr_auc")
-        ax.plot(pr["recall"], pr["precision"], label=f"{c} (PR-AUC {auc:.3f})" if auc is not None else c)
-        op = evaluation["operating"]["test"]["per_category"][c]
-        ax.scatter([op["recall"]], [op["precision"]], marker="o", zorder=3)
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (test)")
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    return _png(fig)
 
 
 def plot_confusion(evaluation: dict[str, Any]) -> str | None:
@@ -56,7 +41,7 @@ def plot_confusion(evaluation: dict[str, Any]) -> str | None:
     import numpy as np
 
     m = np.array(cm["matrix"])
-    fig, ax = _figure(4.5, 4)
+    fig, ax = new_figure(4.5, 4)
     ax.imshow(m, cmap="Blues")
     labels = cm["labels"]
     ax.set_xticks(range(len(labels)), labels)
@@ -65,7 +50,7 @@ def plot_confusion(evaluation: dict[str, Any]) -> str | None:
     for i in range(len(labels)):
         for j in range(len(labels)):
             ax.text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_split_labels(counts: dict[str, dict[str, int]]) -> str | None:
@@ -74,7 +59,7 @@ def plot_split_labels(counts: dict[str, dict[str, int]]) -> str | None:
         return None
     splits = sorted(counts)
     labels = sorted({label for c in counts.values() for label in c})
-    fig, ax = _figure(5, 3)
+    fig, ax = new_figure(5, 3)
     bottom = [0] * len(splits)
     for label in labels:
         vals = [counts[s].get(label, 0) for s in splits]
@@ -82,35 +67,44 @@ def plot_split_labels(counts: dict[str, dict[str, int]]) -> str | None:
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set(ylabel="rows", title="Labels per split")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def render_validation_html(result: dict[str, Any], *, policy: str, data_version: str) -> str:
     """The validation report."""
-    return _ENV.get_template("validation.html.j2").render(
+    return TEMPLATES.get_template("validation.html.j2").render(
         r=result, policy=policy, data_version=data_version, plot=plot_split_labels(result["counts"])
     )
 
 
 def render_evaluation_html(evaluation: dict[str, Any], blessing: dict[str, Any] | None, *, context: dict[str, Any]):
-    """The evaluation report: both kinds of metrics, slices, evaluation sets, gate checks, plots."""
-    return _ENV.get_template("evaluation.html.j2").render(
-        e=evaluation,
-        b=blessing,
-        ctx=context,
-        pr_plot=plot_pr_curves(evaluation),
-        cm_plot=plot_confusion(evaluation),
-    )
+    """The reviewer report (``harmguard.review``).
+
+    Decision, gate checks, champion vs challenger, fairness, functional tests, evasion, flipped decisions, then every
+    metric table.
+    """
+    from harmguard.review import render_review_html
+
+    return render_review_html(evaluation, blessing, context=context)
 
 
 def render_evaluation_markdown(evaluation: dict[str, Any], blessing: dict[str, Any] | None) -> str:
     """A short Markdown summary (KFP Markdown artifact, terminal)."""
+    from harmguard.review import render_review_markdown
+
     ref = evaluation["reference"]["test"]
     op = evaluation["operating"]["test"]
+    champion = evaluation.get("champion")
     lines = [
         "## Evaluation (test split)",
         "",
-        f"Reference (argmax): weighted F1 **{ref['weighted_f1']:.3f}**, macro F1 **{ref['macro_f1']:.3f}**",
+        f"Reference (argmax): weighted F1 **{ref['weighted_f1']:.3f}**, macro F1 **{ref['macro_f1']:.3f}**"
+        + (
+            f" (champion {champion['version']}: {champion['reference']['test']['weighted_f1']:.3f}, "
+            f"{champion['reference']['test']['macro_f1']:.3f})"
+            if champion
+            else ""
+        ),
         "",
         "| category | threshold | precision | recall | F1 | FPR | PR-AUC |",
         "|---|---|---|---|---|---|---|",
@@ -123,10 +117,15 @@ def render_evaluation_markdown(evaluation: dict[str, Any], blessing: dict[str, A
             if auc is not None
             else f"| {c} | {m['threshold']:.3f} | | | | | |"
         )
+    lines += render_review_markdown(evaluation, blessing)
     if blessing is not None:
         lines += ["", f"**Gate: {'BLESSED' if blessing['blessed'] else 'REJECTED'}**", ""]
-        lines += [
-            f"- {'⏭️' if c.get('skipped') else '✅' if c['passed'] else '❌'} {c['reason']}" for c in blessing["checks"]
-        ]
+        failed = [c for c in blessing["checks"] if not c["passed"]]
+        lines += [f"- ❌ {c['reason']}" for c in failed]
+        passed = sum(1 for c in blessing["checks"] if c["passed"] and not c.get("skipped"))
+        skipped = sum(1 for c in blessing["checks"] if c.get("skipped"))
+        lines += [f"- ✅ {passed} checks passed" + (f", ⏭️ {skipped} skipped" if skipped else "")]
         lines += [f"\n_{n}_" for n in blessing.get("notes", [])]
+        if blessing.get("report"):
+            lines += ["", f"Full reviewer report: `{blessing['report']}` (under HARMGUARD_HOME)"]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+# The one image every pipeline step, RayJob and RayService runs (built from the Dockerfile); HARMGUARD_IMAGE
+# overrides it, read by the entry point (compile, submit, the steps' lineage), never at import.
+DEFAULT_IMAGE = "ghcr.io/harmguard/harmguard:0.1.0"
+
 
 class Settings(BaseModel):
     """Places shared by every command (names fixed by CONTRACTS.md)."""
@@ -21,9 +25,7 @@ class Settings(BaseModel):
         default=None, description="Local folder replacing the network for pinned CRD schemas (HARMGUARD_SCHEMA_MIRROR)."
     )
     mlflow_tracking_uri: str = Field(description="MLflow tracking URI; SQLite inside a local home by default.")
-    image: str = Field(
-        default="ghcr.io/harmguard/harmguard:0.1.0", description="Container image tag (HARMGUARD_IMAGE)."
-    )
+    image: str = Field(default=DEFAULT_IMAGE, description="Container image tag (HARMGUARD_IMAGE).")
 
     @property
     def home_is_local(self) -> bool:

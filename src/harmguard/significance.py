@@ -195,3 +195,26 @@ def mcnemar(challenger_correct: np.ndarray, champion_correct: np.ndarray) -> McN
         return McNemar(0, 0, 0.0, 1.0)
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
     return McNemar(b, c, float(statistic), float(binomtest(b, b + c, 0.5).pvalue))
+
+
+def z_value(confidence: float) -> float:
+    """The two-sided standard normal quantile of a confidence level (0.95 -> 1.96)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> list[float] | None:
+    """Wilson score interval of a proportion ``successes / trials``; None when there are no trials.
+
+    Used for the rates of small subsets (one identity group's FPR, one functionality's accuracy, one perturbation's
+    evasion rate), where the normal approximation breaks down near 0 and 1.
+    """
+    if trials <= 0:
+        return None
+    z = z_value(confidence)
+    p = successes / trials
+    den = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / den
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -87,7 +88,10 @@ def format_progress(doc: dict[str, Any]) -> str:
 
 
 def _emit(doc: dict[str, Any]) -> None:
-    print(PROGRESS_PREFIX + json.dumps(doc), flush=True)
+    # Straight to the stream, not print(): Ray Train patches print() in its workers to log *and* echo each line,
+    # which showed every progress line twice in the driver's output.
+    sys.stdout.write(PROGRESS_PREFIX + json.dumps(doc) + "\n")
+    sys.stdout.flush()
 
 
 # --- workers: where the loop runs -------------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def _fit(cfg: dict[str, Any], worker: Any) -> None:
             with model.no_sync() if no_sync else contextlib.nullcontext(), _autocast(worker.device):
                 loss = _loss(model(**batch).logits, labels, label_mode)
                 (loss / spec.grad_accumulation).backward()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # a tensor: no device sync per step (GPU); averaged when logged
             if not sync:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -416,7 +420,9 @@ def _fit(cfg: dict[str, Any], worker: Any) -> None:
                         "epochs": spec.epochs,
                         "step": state["step"],
                         "total_steps": total_steps,
-                        "loss": float(np.mean(losses[-spec.log_every_steps * spec.grad_accumulation :])),
+                        "loss": float(
+                            torch.stack(losses[-spec.log_every_steps * spec.grad_accumulation :]).float().mean()
+                        ),
                         "samples_per_s": rate * samples_per_step,
                         "eta_s": (total_steps - state["step"]) / max(rate, 1e-9),
                     }
@@ -429,7 +435,7 @@ def _fit(cfg: dict[str, Any], worker: Any) -> None:
         entry = {
             "epoch": epoch + 1,
             "step": state["step"],
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": float(torch.stack(losses).float().mean()) if losses else float("nan"),
             "val_loss": val_loss,
             SCORE_METRIC: val_f1,
             "seconds": seconds,
@@ -466,6 +472,32 @@ def run_plain_loop(config: dict[str, Any], workdir: Path) -> TrainOutcome:
     return TrainOutcome(best_checkpoint=best, state=json.loads((kept[-1] / "state.json").read_text()))
 
 
+# Environment of the Ray processes (driver, raylet and so every worker) of a cluster the step starts itself.
+_WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+# Only for a throwaway local cluster: no Prometheus scrapes Ray Train's metrics there and no node is a preemptible
+# VM, so the metrics callbacks and the preemption watcher would only take CPU from the training threads.
+_LOCAL_ONLY_ENV = {"RAY_TRAIN_METRICS_ENABLED": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def init_ray(*, address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to the Ray cluster at ``address`` or start a local one (no dashboard) sized ``num_cpus``."""
+    import ray
+
+    # Inside a Ray job (the remote path) RAY_ADDRESS names the job's own cluster; elsewhere "local" starts a new one,
+    # never joining whatever a `ray start` left running on this machine.
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env = dict(_WORKER_ENV) if address else {**_WORKER_ENV, **_LOCAL_ONLY_ENV}
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # a local cluster's raylet, so every worker, inherits the driver's env
+    ray.init(
+        address=address or "local",
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,  # every progress line reaches the driver's log
+        runtime_env={"env_vars": env},
+    )
+
+
 def fit_with_ray(
     config: dict[str, Any], *, storage_path: str, name: str, ray_address: str | None = None
 ) -> TrainOutcome:
@@ -474,17 +506,13 @@ def fit_with_ray(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from harmguard.gcs import arrow_filesystem
+
     spec = TransformerSpec.model_validate(config["spec"])
+    filesystem, storage = arrow_filesystem(storage_path)
     started = False
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every progress line reaches the driver's log
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(
-            address=ray_address or None,
-            include_dashboard=False,
-            log_to_driver=True,
-            runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}},
-        )
+        init_ray(address=ray_address)
         started = True
     try:
         trainer = TorchTrainer(
@@ -497,7 +525,8 @@ def fit_with_ray(
             ),
             run_config=RunConfig(
                 name=name,
-                storage_path=storage_path,
+                storage_path=storage,
+                storage_filesystem=filesystem,  # gs:// through pyarrow (an emulator too); local folders as they are
                 failure_config=FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=CheckpointConfig(
                     num_to_keep=spec.checkpoints_to_keep,

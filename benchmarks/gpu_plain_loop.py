@@ -1,0 +1,148 @@
+"""The transformer's plain loop (world size 1, no Ray) on one GPU: davidson2017's full train split, scored after.
+
+Two halves, because a GPU machine may have torch but not this project's environment:
+
+    # here (the project env): the loop config with every split, and MiniLM's weights in fp16 (half the bytes)
+    HARMGUARD_DATA_MIRROR=../shared/datasets .venv/bin/python benchmarks/gpu_plain_loop.py prepare --out .devjob
+    # there (python3 with torch + transformers; pydantic carried as wheels if missing), from the repo root
+    PYTHONPATH=src python3 benchmarks/gpu_plain_loop.py run --job .devjob --out "$OUT"
+    # here again: test metrics with the pipeline's own metric code
+    .venv/bin/python benchmarks/gpu_plain_loop.py metrics --job .devjob --results "$OUT"
+
+`run` trains with the policy's transformer settings (max length 64, 2 epochs), reports each epoch's time and
+samples/s, and writes the validation and test probabilities (and, when `<job>/texts.json` exists, the
+probabilities of those texts, for replaying a whole evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def prepare(out: Path) -> None:
+    """Write ``<out>/config.json`` (loop config + test split) and ``<out>/backbone16`` (fp16 MiniLM)."""
+    from safetensors.torch import load_file, save_file
+
+    from harmguard.datasets import load_dataset
+    from harmguard.evaluate import encode_labels
+    from harmguard.models.transformer import resolve_backbone
+    from harmguard.policy import load_policy
+    from harmguard.settings import load_settings
+    from harmguard.snapshot import build_snapshot, compute_data_version, split_frame
+    from harmguard.train_ray import build_loop_config, effective_spec
+
+    policy = load_policy("davidson2017")
+    frame = build_snapshot(load_dataset("davidson2017", load_settings()), policy)
+    spec = effective_spec(policy, {"use_gpu": True, "num_workers": 1, "cpu_max_train_rows": 0})
+    cfg = build_loop_config(frame, policy, spec, seed=0)
+    test = split_frame(frame, "test")
+    cfg |= {
+        "test_texts": test["text"].fillna("").tolist(),
+        "test_labels": encode_labels(test, policy).tolist(),
+        "categories": policy.categories,
+        "data_version": compute_data_version(frame),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg))
+    src, dst = Path(resolve_backbone(spec.backbone)), out / "backbone16"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name == "model.safetensors":  # fp16 halves the bytes to carry; `run` restores fp32
+            tensors = load_file(f)
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, dst / f.name)
+        elif f.is_file():
+            shutil.copy(f, dst / f.name)
+    print(f"{len(cfg['train_texts'])} train rows, data version {cfg['data_version']}, written to {out}")
+
+
+def run(job: Path, out: Path) -> None:
+    """Train at world size 1 on the GPU, then score validation, test and ``texts.json``; write results to ``out``."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from harmguard.train_ray import load_outcome_model, run_plain_loop
+
+    backbone = Path(os.environ.get("TMPDIR", "/tmp")) / "backbone32"
+    backbone.mkdir(exist_ok=True)
+    for f in (job / "backbone16").iterdir():
+        if f.name == "model.safetensors":
+            tensors = load_file(f)
+            save_file({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, backbone / f.name)
+        else:
+            shutil.copy(f, backbone / f.name)
+    cfg = json.loads((job / "config.json").read_text())
+    test_texts, categories = cfg.pop("test_texts"), cfg.pop("categories")
+    cfg.pop("test_labels")
+    cfg["spec"] |= {"backbone": str(backbone), "log_every_steps": 100}
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    results = {"device": device, "torch": torch.__version__, "data_version": cfg.pop("data_version")}
+    t0 = time.monotonic()
+    outcome = run_plain_loop(cfg, Path(os.environ.get("TMPDIR", "/tmp")) / "plain-loop")
+    results |= {"train_wall_s": time.monotonic() - t0, "history": outcome.state["history"]}
+    model = load_outcome_model(outcome, cfg, categories)
+    model.model.to("cuda" if torch.cuda.is_available() else "cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "val_proba.npy", model.predict_proba(cfg["val_texts"]))
+    np.save(out / "test_proba.npy", model.predict_proba(test_texts))
+    if (job / "texts.json").exists():
+        texts = json.loads((job / "texts.json").read_text())
+        t1 = time.monotonic()
+        np.save(out / "texts_proba.npy", model.predict_proba(texts).astype(np.float32))
+        results["texts_scored"], results["texts_score_s"] = len(texts), time.monotonic() - t1
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+def metrics(job: Path, results: Path) -> None:
+    """Reference and operating-point test metrics (thresholds calibrated on validation, as the pipeline does)."""
+    import numpy as np
+
+    from harmguard.metrics import calibrate_threshold, operating_metrics, reference_metrics, truth_matrix
+    from harmguard.policy import load_policy
+
+    policy = load_policy("davidson2017")
+    cfg = json.loads((job / "config.json").read_text())
+    val, test = np.load(results / "val_proba.npy"), np.load(results / "test_proba.npy")
+    yv, yt = np.asarray(cfg["val_labels"]), np.asarray(cfg["test_labels"])
+    ref = reference_metrics(yt, test, policy.classes, policy.label_mode)
+    idx = [policy.classes.index(c) for c in policy.categories]
+    tv = truth_matrix(yv, policy.classes, policy.categories, policy.label_mode)
+    tt = truth_matrix(yt, policy.classes, policy.categories, policy.label_mode)
+    thresholds = {
+        c: calibrate_threshold(tv[:, j], val[:, idx[j]], policy.target(c).max_fpr).threshold
+        for j, c in enumerate(policy.categories)
+    }
+    op = operating_metrics(tt, test[:, idx], policy.categories, thresholds)
+    print(json.dumps({
+        "weighted_f1": ref["weighted_f1"],
+        "macro_f1": ref["macro_f1"],
+        "f1": {c: ref["per_class"][c]["f1"] for c in policy.classes},
+        "operating": {c: {k: op["per_category"][c][k] for k in ("precision", "recall", "f1", "fpr", "threshold")}
+                      for c in policy.categories},
+    }, indent=1))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["prepare", "run", "metrics"])
+    parser.add_argument("--out", type=Path, default=Path(".devjob"))
+    parser.add_argument("--job", type=Path, default=Path(".devjob"))
+    parser.add_argument("--results", type=Path, default=Path(".devjob/results"))
+    args = parser.parse_args()
+    if args.what == "prepare":
+        prepare(args.out)
+    elif args.what == "run":
+        run(args.job, args.out)
+    else:
+        metrics(args.job, args.results)
+
+
+if __name__ == "__main__":
+    main()

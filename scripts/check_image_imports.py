@@ -1,0 +1,175 @@
+"""Import every entry point that the compiled pipelines and the Kubernetes manifests name, in this environment.
+
+The image installs the lock file (Dockerfile); CI builds its environment from the same lock, so importing here is the
+stand-in for "the image can run what the cluster will ask of it" where no Docker engine runs. Collected:
+
+- each KFP executor of ``pipelines/*.yaml``: its embedded component source must compile, define the function the
+  executor runs, and every ``import``/``from … import`` in it must resolve (``harmguard.steps.train_step`` …);
+- ``ray/train_entry.py`` (the RayJob's entry point, at ``harmguard.kuberay.TRAIN_ENTRY_IN_IMAGE`` in the image) and
+  any other ``python /app/….py`` a manifest's command or RayJob ``entrypoint`` names: the same for its imports;
+- every Ray Serve ``import_path`` (``ray/serve_config.yaml``, RayService ``serveConfigV2`` in ``manifests/``);
+- ``harmguard`` commands in manifests: the console script ``harmguard.cli:main``.
+
+Usage: ``python scripts/check_image_imports.py [--list] [--json]``; exits 1 naming what does not import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_DIR = "/app/"  # where the Dockerfile puts the source tree's ray/ folder
+
+
+def source_imports(source: str, origin: str) -> Iterator[tuple[str, str, str | None]]:
+    """``(origin, module, attribute or None)`` for every absolute import in ``source`` (function bodies too)."""
+    for node in ast.walk(ast.parse(source, filename=origin)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield origin, alias.name, None
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                if alias.name != "*":
+                    yield origin, node.module, alias.name
+
+
+def pipeline_targets(path: Path) -> Iterator[tuple[str, str, str | None]]:
+    """Imports of every executor of one compiled pipeline; its function must be defined in its source."""
+    doc = next(yaml.safe_load_all(path.read_text()))
+    for name, executor in doc.get("deploymentSpec", {}).get("executors", {}).items():
+        container = executor.get("container")
+        if not container:
+            continue
+        origin = f"{path.name}:{name}"
+        sources = [c for c in container.get("command", []) if "def " in c]
+        args = container.get("args", [])
+        func = args[args.index("--function_to_execute") + 1] if "--function_to_execute" in args else None
+        if not sources or func is None:
+            raise SystemExit(f"{origin}: not a lightweight Python component (no embedded source / function)")
+        tree = ast.parse(sources[-1], filename=origin)
+        if func not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}:
+            raise SystemExit(f"{origin}: the source does not define {func!r}")
+        yield from source_imports(sources[-1], origin)
+
+
+def _script_targets(script: str, origin: str) -> Iterator[tuple[str, str, str | None]]:
+    local = ROOT / script.removeprefix(APP_DIR) if script.startswith(APP_DIR) else ROOT / script
+    if not local.is_file():
+        raise SystemExit(f"{origin}: runs {script}, which is not in the source tree the image is built from")
+    yield from source_imports(local.read_text(), f"{origin} ({script})")
+
+
+def command_targets(words: list[str], origin: str) -> Iterator[tuple[str, str, str | None]]:
+    """What a container command runs: ``python X.py`` -> the script's imports; ``harmguard …`` -> the CLI."""
+    for i, word in enumerate(words):
+        if word.endswith(".py") and i > 0 and Path(words[i - 1]).name.startswith("python"):
+            yield from _script_targets(word, origin)
+        if Path(word).name == "harmguard":
+            yield origin, "harmguard.cli", "main"
+
+
+def serve_targets(config: dict[str, Any], origin: str) -> Iterator[tuple[str, str, str | None]]:
+    """Ray Serve applications' ``import_path`` (``module:attribute``)."""
+    for app in config.get("applications", []):
+        module, _, attr = app["import_path"].partition(":")
+        yield f"{origin} ({app.get('name')})", module, attr or None
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def manifest_targets(path: Path) -> Iterator[tuple[str, str, str | None]]:
+    """Entry points named by one rendered manifest file (any kind)."""
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not isinstance(doc, dict):
+            continue
+        origin = f"{path.relative_to(ROOT)}:{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        spec = doc.get("spec", {})
+        if doc.get("kind") == "RayJob" and spec.get("entrypoint"):
+            yield from command_targets(shlex.split(spec["entrypoint"]), origin)
+        if doc.get("kind") == "RayService" and spec.get("serveConfigV2"):
+            yield from serve_targets(yaml.safe_load(spec["serveConfigV2"]), origin)
+        for node in _walk(doc):
+            words = [*node.get("command", []), *node.get("args", [])] if "image" in node else []
+            if all(isinstance(w, str) for w in words):
+                yield from command_targets([p for w in words for p in _split(w)], origin)
+
+
+def _split(word: str) -> list[str]:
+    try:
+        return shlex.split(word)
+    except ValueError:
+        return [word]
+
+
+def collect() -> list[tuple[str, str, str | None]]:
+    """Every ``(origin, module, attribute)`` the image must be able to import."""
+    from harmguard.kuberay import TRAIN_ENTRY_IN_IMAGE
+
+    targets: list[tuple[str, str, str | None]] = []
+    for path in sorted((ROOT / "pipelines").glob("*.yaml")):
+        targets += pipeline_targets(path)
+    targets += _script_targets(TRAIN_ENTRY_IN_IMAGE, "RayJob launcher (harmguard.rayjob)")
+    targets += serve_targets(yaml.safe_load((ROOT / "ray" / "serve_config.yaml").read_text()), "ray/serve_config.yaml")
+    for path in sorted((ROOT / "manifests").rglob("*.yaml")) if (ROOT / "manifests").is_dir() else []:
+        targets += manifest_targets(path)
+    targets.append(("console script harmguard", "harmguard.cli", "main"))
+    return targets
+
+
+def check(targets: list[tuple[str, str, str | None]]) -> list[str]:
+    """Import each target; returns one problem line per failure."""
+    problems = []
+    for module, attr in sorted({(m, a) for _, m, a in targets}, key=lambda t: (t[0], t[1] or "")):
+        where = sorted({o for o, m, a in targets if (m, a) == (module, attr)})
+        try:
+            mod = importlib.import_module(module)
+            if attr is not None and not hasattr(mod, attr):
+                importlib.import_module(f"{module}.{attr}")  # `from package import submodule`
+        except Exception as e:
+            ref = f"{module}:{attr}" if attr else module
+            problems.append(f"{ref}: {type(e).__name__}: {e} (named by {', '.join(where[:3])})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Collect, import, report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", action="store_true", help="only list what would be imported")
+    parser.add_argument("--json", action="store_true", help="print the targets (and problems) as JSON")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))  # components/, pipelines/ as the image has them (installed beside harmguard)
+    targets = collect()
+    problems = [] if args.list else check(targets)
+    if args.json:
+        print(json.dumps({"targets": [list(t) for t in targets], "problems": problems}))
+    else:
+        for origin, module, attr in targets if args.list else []:
+            print(f"{origin}: {module}{':' + attr if attr else ''}")
+        for p in problems:
+            print(f"cannot import {p}", file=sys.stderr)
+        if not args.list:
+            n = len({(m, a) for _, m, a in targets})
+            print(f"{n} entry points named by the pipelines and manifests; {len(problems)} fail to import")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
