@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlparse
+
+from tests.json_http import json_handler
 
 _RAYJOBS = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
 _JOB_LOGS = re.compile(r"^/api/jobs/([^/]+)/logs$")
@@ -153,35 +154,7 @@ class K8sStandIn:
         return 404, {"message": f"Job {job_id} does not exist."}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                status, doc = standin.handle(method, url.path, url.query, body)
-                out = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
+        return json_handler(self.handle)
 
 
 def _status(code: int, reason: str, message: str, name: str | None = None) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 import yaml
+
+from tests.json_http import json_handler
 
 PREFIX = "/apis/v2beta1"
 # google.rpc codes the API server maps its errors to
@@ -140,39 +142,10 @@ class KfpStandIn:
         return 200, run
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method: str) -> None:
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    status, doc = 400, _error(INVALID_ARGUMENT, "request body is not JSON")
-                else:
-                    status, doc = standin.handle(method, url.path, parse_qs(url.query), body)
-                out = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
-
-            def log_message(self, *args: Any) -> None:  # keep pytest output clean
-                pass
-
-        return Handler
+        return json_handler(
+            lambda method, path, query, body: self.handle(method, path, parse_qs(query), body),
+            bad_json=(400, _error(INVALID_ARGUMENT, "request body is not JSON")),
+        )
 
 
 def _error(code: int, message: str) -> dict[str, Any]:
