@@ -9,6 +9,10 @@ Two halves, because a GPU machine may have torch but not this project's environm
     # here again: test metrics with the pipeline's own metric code
     .venv/bin/python benchmarks/gpu_plain_loop.py metrics --job .devjob --results "$OUT"
 
+For the fairness, functional and evasion figures, `texts` (before `run`) lists every text the pipeline's evaluation
+scores into `<job>/texts.json`; `run` scores them on the GPU; `replay` runs the pipeline's evaluate and gate here on
+those scores.
+
 `run` trains with the policy's transformer settings (max length 64, 2 epochs), reports each epoch's time and
 samples/s, and writes the validation and test probabilities (and, when `<job>/texts.json` exists, the
 probabilities of those texts, for replaying a whole evaluation).
@@ -22,6 +26,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 
 def prepare(out: Path) -> None:
@@ -129,19 +134,96 @@ def metrics(job: Path, results: Path) -> None:
     }, indent=1))  # fmt: skip
 
 
+class _Replay:
+    """A davidson2017 classifier that answers from a table of scores (texts -> probabilities), recording what it saw."""
+
+    family = "transformer"
+
+    def __init__(self, table: dict[str, Any] | None) -> None:
+        from harmguard.policy import load_policy
+
+        policy = load_policy("davidson2017")
+        self.label_mode, self.classes, self.categories = policy.label_mode, policy.classes, policy.categories
+        self.table, self.seen = table, []  # type: ignore[var-annotated]
+
+    def predict_proba(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        self.seen.extend(texts)
+        if self.table is None:  # collecting: any valid probabilities do
+            return np.full((len(texts), len(self.classes)), 1.0 / len(self.classes))
+        return np.stack([self.table[t] for t in texts]).astype(np.float64)
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError("a replay is not exported")
+
+
+def _evaluate(model: _Replay) -> tuple[dict[str, Any], dict[str, Any]]:
+    from harmguard.datasets import load_dataset
+    from harmguard.evaluate import evaluate_challenger
+    from harmguard.gate import run_gate
+    from harmguard.policy import load_policy
+    from harmguard.settings import load_settings
+    from harmguard.snapshot import build_snapshot, compute_data_version
+
+    policy, settings = load_policy("davidson2017"), load_settings()
+    frame = build_snapshot(load_dataset("davidson2017", settings), policy)
+    doc, _ = evaluate_challenger(model, frame, policy, settings)
+    version = compute_data_version(frame)
+    blessing = run_gate(doc, policy, model_digest="replay", data_version=version, run_id="replay")
+    return doc, blessing
+
+
+def texts(job: Path) -> None:
+    """Write ``<job>/texts.json``: every text the pipeline's evaluation scores (splits, evaluation sets, evasion)."""
+    model = _Replay(None)
+    _evaluate(model)
+    unique = sorted(set(model.seen))
+    (job / "texts.json").write_text(json.dumps(unique))
+    print(f"{len(model.seen)} texts scored by the evaluation, {len(unique)} unique, written to {job / 'texts.json'}")
+
+
+def replay(job: Path, results: Path) -> None:
+    """The pipeline's evaluation and gate on the GPU model's scores of ``texts.json``: the #5 headline figures."""
+    import numpy as np
+
+    unique = json.loads((job / "texts.json").read_text())
+    doc, blessing = _evaluate(_Replay(dict(zip(unique, np.load(results / "texts_proba.npy"), strict=True))))
+    fairness = {
+        name: {k: doc["fairness"][name]["summary"][k] for k in ("min_bpsn_auc", "fpr_spread")}
+        for name in doc["fairness"]
+    }
+    evasion = {
+        name: {c: v["evasion_rate"] for c, v in p["per_category"].items()}
+        for name, p in doc["evasion"]["perturbations"].items()
+    }
+    hatecheck = doc["evaluation_sets"]["hatecheck"]
+    print(json.dumps({
+        "hatecheck_accuracy": {k: hatecheck[k]["accuracy"] for k in ("operating", "reference")},
+        "fairness": fairness,
+        "evasion_rate": evasion,
+        "blessed": blessing["blessed"],
+        "reasons": blessing["reasons"],
+    }, indent=1, default=str))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["prepare", "run", "metrics"])
+    parser.add_argument("what", choices=["prepare", "texts", "run", "metrics", "replay"])
     parser.add_argument("--out", type=Path, default=Path(".devjob"))
     parser.add_argument("--job", type=Path, default=Path(".devjob"))
     parser.add_argument("--results", type=Path, default=Path(".devjob/results"))
     args = parser.parse_args()
     if args.what == "prepare":
         prepare(args.out)
+    elif args.what == "texts":
+        texts(args.job)
     elif args.what == "run":
         run(args.job, args.out)
-    else:
+    elif args.what == "metrics":
         metrics(args.job, args.results)
+    else:
+        replay(args.job, args.results)
 
 
 if __name__ == "__main__":
