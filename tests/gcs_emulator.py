@@ -169,24 +169,8 @@ class FaultProxy:
 def move_champion_worker(home: str, settings: Any, policy: str, to_version: str, start: Any, out: Any) -> None:
     """One racer of test_gcs: move champion from unset to ``to_version`` after the barrier (spawned process)."""
     from harmguard import registry
-    from harmguard.storage import LostRace, open_store
+    from harmguard.storage import open_store
+    from tests.promotion_helpers import race_champion_move
 
     registry.sync_alias = lambda *a, **k: None  # type: ignore[assignment]  # no MLflow in the racers (see no_mlflow)
-    store = open_store(home)
-    start.wait()
-    try:
-        registry.move_alias(
-            store,
-            settings,
-            policy=policy,
-            alias="champion",
-            to_version=to_version,
-            expected_version=None,
-            by=f"racer-{to_version}",
-            reason="race",
-        )
-        out.put((to_version, "won", ""))
-    except LostRace as e:
-        out.put((to_version, "lost", str(e)))
-    except Exception as e:  # reported to the parent, which fails the test with it
-        out.put((to_version, "error", repr(e)))
+    race_champion_move(open_store(home), settings, policy, to_version, start, out)

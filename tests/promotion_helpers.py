@@ -96,3 +96,29 @@ def promote_worker(store: ArtifactStore, settings: Settings, version: str, start
         out.put((version, "lost", str(e)))
     except Exception as e:  # reported to the parent, which fails the test with it
         out.put((version, "error", repr(e)))
+
+
+def race_champion_move(
+    store: ArtifactStore, settings: Settings, policy: str, to_version: str, start: Any, out: Any
+) -> None:
+    """One racer (a spawned process): after the barrier, move champion from unset to ``to_version``; report on out."""
+    from harmguard.registry import move_alias
+    from harmguard.storage import LostRace
+
+    start.wait()
+    try:
+        move_alias(
+            store,
+            settings,
+            policy=policy,
+            alias="champion",
+            to_version=to_version,
+            expected_version=None,
+            by=f"racer-{to_version}",
+            reason="race",
+        )
+        out.put((to_version, "won", ""))
+    except LostRace as e:
+        out.put((to_version, "lost", str(e)))
+    except Exception as e:  # reported to the parent, which fails the test with it
+        out.put((to_version, "error", repr(e)))

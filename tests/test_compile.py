@@ -1,10 +1,11 @@
-"""Golden test: the compiled pipeline equals the committed YAML and loads back with the KFP SDK.
+"""Golden test: each compiled pipeline equals the committed YAML, loads back with the KFP SDK and runs our image.
 
 Regenerate on purpose with `make compile` (never in CI).
 """
 
 from pathlib import Path
 
+import pytest
 from kfp import components
 
 from harmguard.compile import compile_pipelines
@@ -12,52 +13,43 @@ from harmguard.settings import DEFAULT_IMAGE  # the goldens name the default tag
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# file -> (KFP pipeline name, tasks it must have, tasks it must not have)
+PIPELINES = {
+    "training.yaml": ("harmguard-training", ["ingest", "validate", "train", "evaluate", "gate", "register"], []),
+    "training_rayjob.yaml": ("harmguard-training-rayjob", ["train-rayjob", "evaluate", "gate"], ["train"]),
+    "promotion.yaml": (
+        "harmguard-promotion",
+        ["verify-approval", "check-champion", "validate-infra", "move-champion", "deploy"],
+        [],
+    ),
+    "scoring.yaml": ("harmguard-scoring", ["score"], []),
+}
 
-def test_training_pipeline_matches_golden(tmp_path):
-    path = next(p for p in compile_pipelines(tmp_path, image=DEFAULT_IMAGE) if p.name == "training.yaml")
-    golden = ROOT / "pipelines" / "training.yaml"
-    assert path.read_text() == golden.read_text(), "pipelines/training.yaml is stale: run `make compile`"
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every pipeline compiled once, fresh, with the default image."""
+    return {p.name: p for p in compile_pipelines(tmp_path_factory.mktemp("compiled"), image=DEFAULT_IMAGE)}
 
 
-def test_compiled_pipeline_loads_and_names_the_image():
-    spec = components.load_component_from_file(str(ROOT / "pipelines" / "training.yaml"))
-    assert spec.name == "harmguard-training"
-    text = (ROOT / "pipelines" / "training.yaml").read_text()
-    assert "image: ghcr.io/harmguard/harmguard:" in text
+def test_every_pipeline_has_a_golden(compiled):
+    assert sorted(compiled) == sorted(PIPELINES)
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_pipeline_matches_golden_and_loads_back(compiled, name):
+    golden = ROOT / "pipelines" / name
+    text = golden.read_text()
+    assert compiled[name].read_text() == text, f"pipelines/{name} is stale: run `make compile`"
+    kfp_name, present, absent = PIPELINES[name]
+    assert components.load_component_from_file(str(golden)).name == kfp_name
+    assert f"image: {DEFAULT_IMAGE}" in text
     assert "pip install" not in text  # nothing installed at run time
     assert "dsl.Condition" not in text
-
-
-def test_promotion_pipeline_matches_golden(tmp_path):
-    path = next(p for p in compile_pipelines(tmp_path, image=DEFAULT_IMAGE) if p.name == "promotion.yaml")
-    golden = ROOT / "pipelines" / "promotion.yaml"
-    assert path.read_text() == golden.read_text(), "pipelines/promotion.yaml is stale: run `make compile`"
-    spec = components.load_component_from_file(str(golden))
-    assert spec.name == "harmguard-promotion"
-    text = golden.read_text()
-    assert "pip install" not in text and "image: ghcr.io/harmguard/harmguard:" in text
-    for task in ("verify-approval", "check-champion", "validate-infra", "move-champion", "deploy"):
-        assert f"  {task}:" in text
-
-
-def test_scoring_pipeline_matches_golden(tmp_path):
-    path = next(p for p in compile_pipelines(tmp_path, image=DEFAULT_IMAGE) if p.name == "scoring.yaml")
-    golden = ROOT / "pipelines" / "scoring.yaml"
-    assert path.read_text() == golden.read_text(), "pipelines/scoring.yaml is stale: run `make compile`"
-    spec = components.load_component_from_file(str(golden))
-    assert spec.name == "harmguard-scoring"
-    text = golden.read_text()
-    assert "pip install" not in text and "  score:" in text
-
-
-def test_training_rayjob_pipeline_matches_golden(tmp_path):
-    path = next(p for p in compile_pipelines(tmp_path, image=DEFAULT_IMAGE) if p.name == "training_rayjob.yaml")
-    golden = ROOT / "pipelines" / "training_rayjob.yaml"
-    assert path.read_text() == golden.read_text(), "pipelines/training_rayjob.yaml is stale: run `make compile`"
-    spec = components.load_component_from_file(str(golden))
-    assert spec.name == "harmguard-training-rayjob"
-    text = golden.read_text()
-    assert "pip install" not in text and "  train-rayjob:" in text and "  train:" not in text
+    for task in present:
+        assert f"  {task}:" in text, task
+    for task in absent:
+        assert f"  {task}:" not in text, task
 
 
 def test_compiled_yaml_does_not_depend_on_what_was_imported_before(tmp_path):

@@ -31,6 +31,7 @@ from harmguard.registry import (
 )
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore, LostRace
+from tests.promotion_helpers import race_champion_move
 
 RACERS = 4  # processes racing one alias move
 JOIN_TIMEOUT_S = 120
@@ -247,33 +248,13 @@ def test_move_alias_is_compare_and_swap_and_mirrored(
     assert "champion" not in client.get_registered_model(policy).aliases
 
 
-def _move_worker(store: LocalStore, settings: Settings, policy: str, to_version: str, start: Any, out: Any) -> None:
-    start.wait()
-    try:
-        move_alias(
-            store,
-            settings,
-            policy=policy,
-            alias="champion",
-            to_version=to_version,
-            expected_version=None,
-            by=f"racer-{to_version}",
-            reason="race",
-        )
-        out.put((to_version, "won", ""))
-    except LostRace as e:
-        out.put((to_version, "lost", str(e)))
-    except Exception as e:  # reported to the parent, which fails the test with it
-        out.put((to_version, "error", repr(e)))
-
-
 def test_racing_alias_moves_have_exactly_one_winner(
     store: LocalStore, settings: Settings, policy: str, digest: str
 ) -> None:
     versions = [register(store, settings, policy, digest).version for _ in range(RACERS)]
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(RACERS), ctx.Queue()
-    procs = [ctx.Process(target=_move_worker, args=(store, settings, policy, v, start, out)) for v in versions]
+    procs = [ctx.Process(target=race_champion_move, args=(store, settings, policy, v, start, out)) for v in versions]
     for p in procs:
         p.start()
     results = [out.get(timeout=JOIN_TIMEOUT_S) for _ in procs]
