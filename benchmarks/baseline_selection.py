@@ -11,12 +11,11 @@ import time
 
 from sklearn.metrics import f1_score
 
-from harmguard.datasets import load_dataset
-from harmguard.evaluate import encode_labels
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
 from harmguard.models.baseline import train_baseline
 from harmguard.policy import load_policy
 from harmguard.settings import load_settings
-from harmguard.snapshot import build_snapshot, split_frame
 
 GRID = {"C": [2.0, 3.0, 5.0], "class_weight_power": [0.6, 0.8, 1.0]}
 

@@ -6,9 +6,9 @@ Trains a baseline on sms_spam's train split (the transformer: the default backbo
 64, with an untrained head, as in serve_throughput.py: throughput does not depend on the head's weights), registers
 it in a temporary HARMGUARD_HOME, and scores sms_spam's test texts (repeated ``--repeat`` times) twice:
 
-- in-process: ``harmguard.decisions.decide`` over batches of ``--batch`` texts, one after another, in this process
+- in-process: ``harmguard.models.decide.decide`` over batches of ``--batch`` texts, one after another, in this process
   (torch uses every core here);
-- batch: ``harmguard.batch.score_file`` from a Parquet file to a committed output folder, ``--actors`` actors of
+- batch: ``harmguard.batch.score.score_file`` from a Parquet file to a committed output folder, ``--actors`` actors of
   one CPU each. Its rows/s is end to end: reading the input, starting the actors and loading the model in each,
   scoring, writing and committing the parts (Ray itself is started before the clock starts); ``batch_startup_s`` is
   the time until the first scored batch arrived and ``batch_steady_rows_per_s`` the rate after it.
@@ -32,14 +32,15 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).parent))
 from serve_throughput import export_model  # noqa: E402  (the same model export as the serving benchmark)
 
-from harmguard.batch import BatchConfig, score_file  # noqa: E402
-from harmguard.datasets import load_dataset  # noqa: E402
-from harmguard.decisions import decide  # noqa: E402
-from harmguard.models import load_model  # noqa: E402
+from harmguard.batch.score import BatchConfig, score_file  # noqa: E402
+from harmguard.data.datasets import load_dataset  # noqa: E402
+from harmguard.data.snapshot import build_snapshot, split_frame  # noqa: E402
+from harmguard.models.decide import decide  # noqa: E402
+from harmguard.models.loading import load_model  # noqa: E402
 from harmguard.policy import load_policy  # noqa: E402
-from harmguard.registry import publish_model, register_version  # noqa: E402
+from harmguard.registry import register_version  # noqa: E402
+from harmguard.registry.models import publish_model
 from harmguard.settings import Settings, load_settings  # noqa: E402
-from harmguard.snapshot import build_snapshot, split_frame  # noqa: E402
 from harmguard.storage import LocalStore  # noqa: E402
 
 

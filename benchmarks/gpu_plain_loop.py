@@ -33,13 +33,12 @@ def prepare(out: Path) -> None:
     """Write ``<out>/config.json`` (loop config + test split) and ``<out>/backbone16`` (fp16 MiniLM)."""
     from safetensors.torch import load_file, save_file
 
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import encode_labels
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, compute_data_version, encode_labels, split_frame
     from harmguard.models.transformer import resolve_backbone
     from harmguard.policy import load_policy
     from harmguard.settings import load_settings
-    from harmguard.snapshot import build_snapshot, compute_data_version, split_frame
-    from harmguard.train_ray import build_loop_config, effective_spec
+    from harmguard.training.ray_train import build_loop_config, effective_spec
 
     policy = load_policy("davidson2017")
     frame = build_snapshot(load_dataset("davidson2017", load_settings()), policy)
@@ -72,7 +71,7 @@ def run(job: Path, out: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from harmguard.train_ray import load_outcome_model, run_plain_loop
+    from harmguard.training.ray_train import load_outcome_model, run_plain_loop
 
     backbone = Path(os.environ.get("TMPDIR", "/tmp")) / "backbone32"
     backbone.mkdir(exist_ok=True)
@@ -109,7 +108,7 @@ def metrics(job: Path, results: Path) -> None:
     """Reference and operating-point test metrics (thresholds calibrated on validation, as the pipeline does)."""
     import numpy as np
 
-    from harmguard.metrics import calibrate_threshold, operating_metrics, reference_metrics, truth_matrix
+    from harmguard.evaluation.metrics import calibrate_threshold, operating_metrics, reference_metrics, truth_matrix
     from harmguard.policy import load_policy
 
     policy = load_policy("davidson2017")
@@ -159,16 +158,16 @@ class _Replay:
 
 
 def _evaluate(model: _Replay) -> tuple[dict[str, Any], dict[str, Any]]:
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import evaluate_challenger
-    from harmguard.gate import run_gate
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, compute_data_version
+    from harmguard.evaluation.evaluate import evaluate_challenger
+    from harmguard.evaluation.gate import run_gate
     from harmguard.policy import load_policy
     from harmguard.settings import load_settings
-    from harmguard.snapshot import build_snapshot, compute_data_version
 
     policy, settings = load_policy("davidson2017"), load_settings()
     frame = build_snapshot(load_dataset("davidson2017", settings), policy)
-    doc, _ = evaluate_challenger(model, frame, policy, settings)
+    doc, _, _ = evaluate_challenger(model, frame, policy, settings)
     version = compute_data_version(frame)
     blessing = run_gate(doc, policy, model_digest="replay", data_version=version, run_id="replay")
     return doc, blessing

@@ -4,7 +4,7 @@
 
 Trains a baseline on sms_spam's train split, exports it to a models/<digest> folder, serves it with Ray Serve on
 loopback, and sends every test text in requests of ``--batch`` texts from ``--clients`` concurrent clients. The
-in-process reference scores the same requests one after another with ``harmguard.decisions.decide``.
+in-process reference scores the same requests one after another with ``harmguard.models.decide.decide``.
 Prints one JSON object per family. The transformer is the default backbone (all-MiniLM-L6-v2, max length 64) with
 an untrained head: throughput does not depend on the head's weights, and fine-tuning it first would cost minutes.
 """
@@ -24,17 +24,16 @@ from typing import Any
 import numpy as np
 import requests
 
-from harmguard.datasets import load_dataset
-from harmguard.decisions import decide
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
 from harmguard.digests import model_digest, thresholds_version
-from harmguard.evaluate import encode_labels
-from harmguard.models import load_model
 from harmguard.models.baseline import train_baseline
+from harmguard.models.decide import decide
+from harmguard.models.loading import load_model
 from harmguard.policy import load_policy
 from harmguard.serving.config import ServeArgs, UserConfig
 from harmguard.serving.local import start_app
 from harmguard.settings import load_settings
-from harmguard.snapshot import build_snapshot, split_frame
 
 
 def _stats(latencies: list[float], texts: int, wall: float) -> dict[str, float]:

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harmguard.datasets import load_dataset
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot
 from harmguard.policy import load_policy
 from harmguard.settings import load_settings
-from harmguard.snapshot import build_snapshot
-from harmguard.train_ray import build_loop_config, effective_spec, fit_with_ray, init_ray, run_plain_loop
+from harmguard.training.ray_train import build_loop_config, effective_spec, fit_with_ray, init_ray, run_plain_loop
 
 
 def main() -> None:

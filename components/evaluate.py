@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -25,8 +25,8 @@ def evaluate(
 
     Returns the thresholds version.
     """
-    from harmguard.metrics import flatten, ui_metric_keys
-    from harmguard.steps import evaluate_step
+    from harmguard.evaluation.metrics import flatten, ui_metric_keys
+    from harmguard.steps.training import evaluate_step
 
     doc = evaluate_step(
         policy, snapshot.path, model.path, data_version, model_digest, run_id, family, evaluation.path,

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -23,7 +23,7 @@ def gate(
     """Bless or reject with reasons; writes the blessing and the reviewer report."""
     from collections import namedtuple
 
-    from harmguard.steps import gate_step
+    from harmguard.steps.training import gate_step
 
     doc = gate_step(
         policy, evaluation.path, run_id, started_by, blessing.path, report.path, summary.path, paired_path=paired.path

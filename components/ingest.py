@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -15,7 +15,7 @@ def ingest(policy: str, data_uri: str, columns: str, sample: int, run_id: str, s
     """Snapshot the data; outputs the data version every later step takes as an explicit input."""
     from collections import namedtuple
 
-    from harmguard.steps import ingest_step
+    from harmguard.steps.training import ingest_step
 
     doc = ingest_step(policy, data_uri, columns, sample, run_id, snapshot.path)
     snapshot.metadata.update({"data_version": doc["data_version"], "rows": doc["rows"], "source": doc["source"]})

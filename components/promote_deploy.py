@@ -2,12 +2,12 @@
 
 from kfp import dsl
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def deploy(version: str, previous_champion: str, run_id: str) -> str:
     """Returns a one-line note of what was rendered and pushed."""
-    from harmguard.promotion_steps import deploy_step
+    from harmguard.steps.promotion import deploy_step
 
     return deploy_step(version, run_id)

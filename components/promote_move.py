@@ -2,12 +2,12 @@
 
 from kfp import dsl
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def move_champion(version: str, policy: str, expected_champion: str, promoted_by: str, run_id: str) -> str:
     """Re-check approval and digest, then swap; returns the previous champion ('' for none)."""
-    from harmguard.promotion_steps import move_champion_step
+    from harmguard.steps.promotion import move_champion_step
 
     return move_champion_step(version, policy, expected_champion, promoted_by, run_id)

@@ -2,12 +2,12 @@
 
 from kfp import dsl
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def verify_approval(version: str, policy: str, run_id: str) -> str:
     """Refuse an unapproved, expired, rejected or tampered version; returns the verified model digest."""
-    from harmguard.promotion_steps import verify_approval_step
+    from harmguard.steps.promotion import verify_approval_step
 
     return verify_approval_step(version, policy, run_id)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -18,6 +18,6 @@ def register(
     family: str,
 ) -> str:
     """Returns the registered version `<policy>/<n>`."""
-    from harmguard.steps import register_step
+    from harmguard.steps.training import register_step
 
     return register_step(policy, model.path, blessing.path, run_id, started_by, seed, family)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Metrics, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -17,7 +17,7 @@ def score(
     metrics: Output[Metrics],
 ) -> str:
     """Returns the model version that scored; ``metrics`` holds row, skipped and flagged counts and rows/s."""
-    from harmguard.batch import score_step
+    from harmguard.steps.scoring import score_step
 
     manifest = score_step(policy, input_uri, output_uri, version, id_column, text_column)
     for name in ("rows", "scored", "flagged", "rows_per_s"):

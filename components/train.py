@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -18,7 +18,7 @@ def train(
     train_config: str = "",
 ) -> str:
     """Train and export; returns the model digest. ``train_config``: JSON run options (transformer overrides)."""
-    from harmguard.steps import train_step
+    from harmguard.steps.training import train_step
 
     digest = train_step(policy, family, snapshot.path, seed, run_id, model.path, train_config)
     model.metadata.update({"model_digest": digest, "family": family, "data_version": data_version})

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -20,7 +20,7 @@ def train_rayjob(
     deadline_s: int = 21600,
 ) -> str:
     """Launch the RayJob, wait up to ``deadline_s`` seconds, export its best checkpoint; returns the model digest."""
-    from harmguard.rayjob import train_rayjob_step
+    from harmguard.steps.train_rayjob import train_rayjob_step
 
     digest = train_rayjob_step(
         policy, family, snapshot.path, seed, run_id, model.path, train_config, workers=workers, deadline_s=deadline_s

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Output
 
-from components import BASE_IMAGE
+from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
@@ -15,7 +15,7 @@ def validate(policy: str, snapshot: Input[Dataset], data_version: str, run_id: s
     """Run the data checks and write the HTML report either way."""
     from collections import namedtuple
 
-    from harmguard.steps import validate_step
+    from harmguard.steps.training import validate_step
 
     passed, summary = validate_step(policy, snapshot.path, data_version, run_id, report.path)
     return namedtuple("ValidateOutputs", ["passed", "summary"])(passed, summary)
@@ -24,6 +24,6 @@ def validate(policy: str, snapshot: Input[Dataset], data_version: str, run_id: s
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def fail_run(summary: str, data_version: str = ""):
     """Fail the run: the Else branch of the data gate, so an invalid dataset never shows as a green run."""
-    from harmguard.steps import fail_step
+    from harmguard.steps.training import fail_step
 
     fail_step(summary)

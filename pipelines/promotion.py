@@ -1,19 +1,19 @@
 """The promotion pipeline: verify approval -> check champion -> infra validation -> move champion -> deploy.
 
-Only wiring lives here (logic: ``harmguard.promotion``). Every step reads the registry, so caching is off for all of
-them (``harmguard.cluster.configure_step(..., cache=False)``); the reads are retried with backoff, the swap is not.
-The champion seen by the check step is the compare-and-swap expectation of the move step: if another
-promotion moves the champion in between, the swap loses and the run fails.
+Only wiring lives here (logic: ``harmguard.promotion.promote``). Every step reads the registry, so caching is off for
+all of them (``harmguard.k8s.cluster.configure_step(..., cache=False)``); the reads are retried with backoff, the swap
+is not. The champion seen by the check step is the compare-and-swap expectation of the move step: if another promotion
+moves the champion in between, the swap loses and the run fails.
 """
 
 from kfp import dsl
 
-from components.promote_champion import check_champion
-from components.promote_deploy import deploy
-from components.promote_infra import validate_infra
-from components.promote_move import move_champion
-from components.promote_verify import verify_approval
-from harmguard.cluster import configure_step
+from harmguard.components.promote_champion import check_champion
+from harmguard.components.promote_deploy import deploy
+from harmguard.components.promote_infra import validate_infra
+from harmguard.components.promote_move import move_champion
+from harmguard.components.promote_verify import verify_approval
+from harmguard.k8s.cluster import configure_step
 
 PIPELINE_NAME = "harmguard-promotion"
 

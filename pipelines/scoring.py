@@ -1,14 +1,14 @@
 """The scoring pipeline: one batch-scoring step, the shape a scheduled job submits.
 
-Only wiring lives here (logic: ``harmguard.batch``). The step reads the outside world (the input file, the registry's
-champion), so caching is off. An empty ``version`` scores with the policy's champion; an empty ``policy`` means the
-only policy that has one.
+Only wiring lives here (logic: ``harmguard.batch.score``). The step reads the outside world (the input file, the
+registry's champion), so caching is off. An empty ``version`` scores with the policy's champion; an empty ``policy``
+means the only policy that has one.
 """
 
 from kfp import dsl
 
-from components.score import score
-from harmguard.cluster import configure_step
+from harmguard.components.score import score
+from harmguard.k8s.cluster import configure_step
 
 PIPELINE_NAME = "harmguard-scoring"
 

@@ -1,24 +1,25 @@
 """The training pipeline: ingest -> validate -> (train -> evaluate -> gate -> register) or fail.
 
-Only wiring lives here. The data version flows into every step as an explicit input (KFP's cache key once ignored
-data locations); caching is off for the steps that read the outside world (ingest; evaluate, gate and register read
-the registry). Two variants share the wiring and differ in who trains: ``training_pipeline`` trains inside its own
-step on a GPU node (backend ``inline``); ``training_rayjob_pipeline`` has a CPU step launch a KubeRay RayJob running
-``ray/train_entry.py`` (backend ``rayjob``). Cluster settings come from ``harmguard.cluster``; kfp.local ignores them.
+Only wiring lives here. The data version flows into every step as an explicit input (KFP's cache key once ignored data
+locations); caching is off for the steps that read the outside world (ingest; evaluate, gate and register read the
+registry). Two variants share the wiring and differ in who trains: ``training_pipeline`` trains inside its own step on a
+GPU node (backend ``inline``); ``training_rayjob_pipeline`` has a CPU step launch a KubeRay RayJob running
+``ray/train_entry.py`` (backend ``rayjob``). Cluster settings come from ``harmguard.k8s.cluster``; kfp.local ignores
+them.
 """
 
 from collections.abc import Callable
 
 from kfp import dsl
 
-from components.evaluate import evaluate
-from components.gate import gate
-from components.ingest import ingest
-from components.register import register
-from components.train import train
-from components.train_rayjob import train_rayjob
-from components.validate import fail_run, validate
-from harmguard.cluster import configure_step
+from harmguard.components.evaluate import evaluate
+from harmguard.components.gate import gate
+from harmguard.components.ingest import ingest
+from harmguard.components.register import register
+from harmguard.components.train import train
+from harmguard.components.train_rayjob import train_rayjob
+from harmguard.components.validate import fail_run, validate
+from harmguard.k8s.cluster import configure_step
 
 PIPELINE_NAME = "harmguard-training"
 RAYJOB_PIPELINE_NAME = "harmguard-training-rayjob"

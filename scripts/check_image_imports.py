@@ -4,9 +4,10 @@ The image installs the lock file (Dockerfile); CI builds its environment from th
 stand-in for "the image can run what the cluster will ask of it" where no Docker engine runs. Collected:
 
 - each KFP executor of ``pipelines/*.yaml``: its embedded component source must compile, define the function the
-  executor runs, and every ``import``/``from … import`` in it must resolve (``harmguard.steps.train_step`` …);
-- ``ray/train_entry.py`` (the RayJob's entry point, at ``harmguard.kuberay.TRAIN_ENTRY_IN_IMAGE`` in the image) and
-  any other ``python /app/….py`` a manifest's command or RayJob ``entrypoint`` names: the same for its imports;
+  executor runs, and every ``import``/``from … import`` in it must resolve (``harmguard.steps.training.train_step`` …);
+- the RayJob's and the Ray Jobs API's entry point (``python -m harmguard.training.job_entry``), any other
+  ``python -m MODULE`` and any ``python /app/….py`` a manifest's command or RayJob ``entrypoint`` names (a script:
+  the same for its imports; a module: it must import and define ``main``);
 - every Ray Serve ``import_path`` (``ray/serve_config.yaml``, RayService ``serveConfigV2`` in ``manifests/``);
 - ``harmguard`` commands in manifests: the console script ``harmguard.cli:main``.
 
@@ -70,10 +71,15 @@ def _script_targets(script: str, origin: str) -> Iterator[tuple[str, str, str | 
 
 
 def command_targets(words: list[str], origin: str) -> Iterator[tuple[str, str, str | None]]:
-    """What a container command runs: ``python X.py`` -> the script's imports; ``harmguard …`` -> the CLI."""
+    """What a container command runs: a script's imports, a module's ``main``, or the ``harmguard`` CLI.
+
+    ``python X.py`` -> the script's imports; ``python -m M`` -> ``M:main``; ``harmguard …`` -> ``harmguard.cli:main``.
+    """
     for i, word in enumerate(words):
         if word.endswith(".py") and i > 0 and Path(words[i - 1]).name.startswith("python"):
             yield from _script_targets(word, origin)
+        if word == "-m" and i > 0 and Path(words[i - 1]).name.startswith("python") and i + 1 < len(words):
+            yield origin, words[i + 1], "main"
         if Path(word).name == "harmguard":
             yield origin, "harmguard.cli", "main"
 
@@ -121,12 +127,15 @@ def _split(word: str) -> list[str]:
 
 def collect() -> list[tuple[str, str, str | None]]:
     """Every ``(origin, module, attribute)`` the image must be able to import."""
-    from harmguard.kuberay import TRAIN_ENTRY_IN_IMAGE
+    from harmguard.k8s.kuberay import TRAIN_ENTRY_MODULE
+    from harmguard.training.ray_jobs import ENTRY_MODULE
 
     targets: list[tuple[str, str, str | None]] = []
     for path in sorted((ROOT / "pipelines").glob("*.yaml")):
         targets += pipeline_targets(path)
-    targets += _script_targets(TRAIN_ENTRY_IN_IMAGE, "RayJob launcher (harmguard.rayjob)")
+    targets.append(("RayJob launcher (harmguard.k8s.rayjob)", TRAIN_ENTRY_MODULE, "main"))
+    targets.append(("Ray Jobs submission (harmguard.training.ray_jobs)", ENTRY_MODULE, "main"))
+    targets += _script_targets("ray/train_entry.py", "ray/train_entry.py (for `ray job submit` by hand)")
     targets += serve_targets(yaml.safe_load((ROOT / "ray" / "serve_config.yaml").read_text()), "ray/serve_config.yaml")
     for path in sorted((ROOT / "manifests").rglob("*.yaml")) if (ROOT / "manifests").is_dir() else []:
         targets += manifest_targets(path)
@@ -155,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="only list what would be imported")
     parser.add_argument("--json", action="store_true", help="print the targets (and problems) as JSON")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))  # components/, pipelines/ as the image has them (installed beside harmguard)
     targets = collect()
     problems = [] if args.list else check(targets)
     if args.json:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harmguard import tracking
+from harmguard.registry import tracking
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 

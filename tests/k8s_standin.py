@@ -121,7 +121,7 @@ class K8sStandIn:
         if self.validate is not None:
             try:
                 self.validate(body)
-            except ValueError as e:  # harmguard.k8s_schemas.ManifestError
+            except ValueError as e:  # harmguard.k8s.schemas.ManifestError
                 return 422, _status(422, "Invalid", f'RayJob.ray.io "{name}" is invalid: {e}', name)
         if (namespace, name) in self.objects:
             return 409, _status(409, "AlreadyExists", f'rayjobs.ray.io "{name}" already exists', name)

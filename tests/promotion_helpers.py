@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.infra_validation import measure_golden
+from harmguard.promotion.golden import measure_golden
 from harmguard.registry import VersionRecord, register_version
 from harmguard.settings import Settings
 from harmguard.storage import ArtifactStore
@@ -19,7 +19,7 @@ THRESHOLDS = {"spam": 0.5}
 
 def train_spam_model(folder: Path, cache: Path, mirror: Path, rows: int = 1000) -> Path:
     """Fit the baseline on a stable sample of sms_spam (seconds) and export it to ``folder``."""
-    from harmguard.datasets import load_dataset
+    from harmguard.data.datasets import load_dataset
     from harmguard.models.baseline import train_baseline
     from harmguard.policy import load_policy
 
@@ -70,15 +70,15 @@ def register(
 
 def golden_of(model_dir: Path, thresholds: dict[str, float] | None = None) -> dict[str, Any] | None:
     """The registration-time golden measurement of an exported model."""
-    from harmguard.models import load_model
+    from harmguard.models.loading import load_model
 
     return measure_golden(load_model(model_dir), "sms_spam", thresholds or THRESHOLDS, GOLDEN)
 
 
 def promote_worker(store: ArtifactStore, settings: Settings, version: str, start: Any, out: Any) -> None:
     """A racer of the concurrency test (lives here, not in the test module, so spawned children import less)."""
-    from harmguard.approval import ApprovalRules
-    from harmguard.promotion import PromotionRefused, promote_version
+    from harmguard.promotion.approval import ApprovalRules
+    from harmguard.promotion.promote import PromotionRefused, promote_version
 
     start.wait()
     try:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harmguard.approval import (
+from harmguard.policy import load_policy
+from harmguard.promotion.approval import (
     ApprovalError,
     ApprovalRules,
     approval_overview,
@@ -17,8 +18,8 @@ from harmguard.approval import (
     reject_version,
     valid_approval,
 )
-from harmguard.policy import load_policy
-from harmguard.registry import get_version, publish_model, read_audit
+from harmguard.registry import get_version, read_audit
+from harmguard.registry.models import publish_model
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 

@@ -7,13 +7,13 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from harmguard.datasets import load_dataset
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
 from harmguard.digests import model_digest
-from harmguard.evaluate import encode_labels
-from harmguard.models import ModelError, load_model
-from harmguard.models.baseline import BaselineModel, preprocess_text, train_baseline
+from harmguard.models.base import ModelError, preprocess_text
+from harmguard.models.baseline import BaselineModel, train_baseline
+from harmguard.models.loading import load_model
 from harmguard.policy import load_policy
-from harmguard.snapshot import build_snapshot, split_frame
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import requests
 
-from harmguard.batch import BatchConfig, BatchInputError, ScoringError, resolve_record, score_registered
-from harmguard.batch_output import SUCCESS, TEMPORARY, AlreadyCommitted, UncommittedOutput, read_scored
-from harmguard.data_io import DataReadError
+from harmguard.batch.output import SUCCESS, TEMPORARY, AlreadyCommitted, UncommittedOutput, read_scored
+from harmguard.batch.score import BatchConfig, BatchInputError, ScoringError, resolve_record, score_registered
+from harmguard.data.readers import DataReadError
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 
@@ -36,12 +36,12 @@ SPAM = "WINNER!! Claim your free prize now, call 09061701461"
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, mlflow_uri):
     """A real baseline trained on part of sms_spam, published, registered as sms_spam/1 and made champion."""
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import encode_labels
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
     from harmguard.models.baseline import train_baseline
     from harmguard.policy import load_policy
-    from harmguard.registry import move_alias, publish_model, register_version
-    from harmguard.snapshot import build_snapshot, split_frame
+    from harmguard.registry import move_alias, register_version
+    from harmguard.registry.models import publish_model
 
     if mirror_dir() is None:
         pytest.skip("dataset mirror not found")
@@ -204,8 +204,8 @@ def test_id_column_colliding_with_an_output_column_is_refused(champion, tmp_path
 
 
 def test_a_model_that_does_not_hash_to_its_digest_is_refused(champion, tmp_path):
-    from harmguard.batch import score_file
-    from harmguard.serving.model import ModelDigestMismatch
+    from harmguard.batch.score import score_file
+    from harmguard.models.loading import ModelDigestMismatch
 
     src = tmp_path / "in.csv"
     src.write_text("id,text\n1,hello\n")
@@ -280,7 +280,7 @@ def test_cli_refusals_exit_2(champion, cluster, tmp_path):
 
 
 def test_gcs_input_and_output(champion, cluster, tmp_path, monkeypatch):
-    from harmguard.gcs import GCSStore, make_client
+    from harmguard.storage.gcs import GCSStore, make_client
     from tests.gcs_emulator import fake_gcs_server
 
     with fake_gcs_server(tmp_path / "gcs") as url:
@@ -314,8 +314,8 @@ def test_gcs_input_and_output(champion, cluster, tmp_path, monkeypatch):
 def test_scoring_pipeline_runs_through_kfp_local(champion, cluster, tmp_path, monkeypatch):
     from rich.console import Console
 
-    from harmguard.runner import execute_locally
-    from pipelines.scoring import scoring_pipeline
+    from harmguard.pipelines.scoring import scoring_pipeline
+    from harmguard.runners.local import execute_locally
 
     for k, v in _env(champion, cluster).items():
         if k.startswith(("HARMGUARD_", "MLFLOW_", "RAY_")):

@@ -9,8 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from harmguard.batch import skip_reasons
-from harmguard.batch_output import (
+from harmguard.batch.output import (
     SUCCESS,
     TEMPORARY,
     AlreadyCommitted,
@@ -22,6 +21,7 @@ from harmguard.batch_output import (
     read_manifest,
     read_scored,
 )
+from harmguard.batch.score import skip_reasons
 
 
 def _write(out: Path, sizes: list[int], attempt: str = "a1", *, overwrite: bool = False) -> dict:

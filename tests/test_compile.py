@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kfp import components
 
-from harmguard.compile import compile_pipelines
+from harmguard.runners.compile import compile_pipelines
 from harmguard.settings import DEFAULT_IMAGE  # the goldens name the default tag, whatever HARMGUARD_IMAGE says
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harmguard import datasets
-from harmguard.datasets import (
+from harmguard.data import datasets
+from harmguard.data.datasets import (
     BASE_URL_ENV,
     DatasetChecksumError,
     DatasetError,

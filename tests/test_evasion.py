@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from harmguard.evasion import PERTURBATIONS, demo, flatten_evasion, measure_evasion, perturb_texts, summarize_evasion
+from harmguard.evaluation.evasion import (
+    PERTURBATIONS,
+    demo,
+    flatten_evasion,
+    measure_evasion,
+    perturb_texts,
+    summarize_evasion,
+)
 from harmguard.policy import Policy
 
 

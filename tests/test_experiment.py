@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harmguard.experiment import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, log_run
-from harmguard.tracking import mlflow_client
+from harmguard.registry.experiment import MAX_BATCH_METRICS, MAX_BATCH_PARAMS, log_run
+from harmguard.registry.tracking import mlflow_client
 
 
 def test_log_run_splits_batches_past_mlflow_limits(settings, mlflow_uri):

@@ -5,24 +5,25 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from harmguard.datasets import load_dataset
-from harmguard.evaluate import FrozenSet, evaluate_model, frozen_sets, set_digest
-from harmguard.fairness import (
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot
+from harmguard.evaluation.evaluate import evaluate_challenger
+from harmguard.evaluation.fairness import (
     auc,
     bias_aucs,
     flatten_fairness,
     fpr_spread,
     groups_from_column,
     groups_from_terms,
+    identity_groups,
     measure_fairness,
     power_mean,
 )
-from harmguard.gate import run_gate
-from harmguard.metrics import flatten
+from harmguard.evaluation.frozen import FrozenSet, frozen_sets, set_digest
+from harmguard.evaluation.gate import run_gate
+from harmguard.evaluation.metrics import flatten
 from harmguard.policy import IdentitySpec, Policy, PolicyError
-from harmguard.robustness import identity_groups
-from harmguard.snapshot import build_snapshot
-from harmguard.training import train_model
+from harmguard.training.dispatch import train_model
 
 # group, gold, score: a table small enough to rank by hand
 TABLE = [
@@ -195,7 +196,7 @@ def test_planted_identity_term_fails_the_fairness_gate_naming_group_and_metric(s
     def gate(inject: float) -> tuple[dict, dict]:
         snap = build_snapshot(_synthetic(inject), policy)
         model = train_model(snap, policy)
-        evaluation = evaluate_model(model, snap, policy, sets=[*frozen_sets(snap, policy, None), madlibs])
+        evaluation, _, _ = evaluate_challenger(model, snap, policy, sets=[*frozen_sets(snap, policy, None), madlibs])
         return evaluation, run_gate(evaluation, policy, model_digest="m", data_version="d", run_id="r")
 
     # Control: the same data without the planted term passes; no group stands out.

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from harmguard.datasets import load_dataset
-from harmguard.functional import flatten_functional, measure_functional
-from harmguard.gate import run_gate
+from harmguard.data.datasets import load_dataset
+from harmguard.evaluation.functional import flatten_functional, measure_functional
+from harmguard.evaluation.gate import run_gate
+from harmguard.evaluation.significance import wilson_interval
 from harmguard.policy import load_policy
-from harmguard.significance import wilson_interval
 
 
 def test_accuracy_per_functionality_by_hand():

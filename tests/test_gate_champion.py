@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 
 from harmguard.digests import model_digest
-from harmguard.evaluate import evaluate_against_champion
-from harmguard.gate import run_gate
+from harmguard.evaluation.evaluate import evaluate_against_champion
+from harmguard.evaluation.gate import run_gate
 from harmguard.policy import load_policy
 from harmguard.registry import move_alias
 from harmguard.storage import LocalStore
-from harmguard.training import train_model
+from harmguard.training.dispatch import train_model
 
 from .conftest import run_cli
 

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harmguard.evaluate import TEST, FrozenSet, PairedDecisions, measure
-from harmguard.gate import run_gate
+from harmguard.evaluation.evaluate import measure
+from harmguard.evaluation.frozen import TEST, FrozenSet, PairedDecisions
+from harmguard.evaluation.gate import run_gate
 from harmguard.policy import Policy, PolicyError, Threshold, load_policy
 
 SHORT, LONG = "length:0-50", "length:50-100000"
@@ -220,7 +221,7 @@ def test_bad_change_threshold_in_a_policy_file_is_a_policy_error(tmp_path):
 
 
 def test_column_slices_group_by_a_source_column():
-    from harmguard.evaluate import frozen_sets
+    from harmguard.evaluation.frozen import frozen_sets
 
     policy = Policy.model_validate(
         {"name": "p", "label_mode": "exclusive", "categories": ["spam"],

@@ -13,9 +13,10 @@ import pytest
 
 from harmguard import registry
 from harmguard.digests import model_digest
-from harmguard.gcs import MANIFEST, PENDING, GCSStore, download_model, make_client, open_uri
+from harmguard.registry.models import download_model
 from harmguard.settings import Settings
 from harmguard.storage import LostRace, StoreError, open_store
+from harmguard.storage.gcs import MANIFEST, PENDING, GCSStore, make_client, open_uri
 from tests.gcs_emulator import FaultProxy, fake_gcs_server, move_champion_worker
 
 BUCKET = "harmguard-test"
@@ -158,7 +159,7 @@ def test_put_tree_create_only_and_verify(store: GCSStore, tmp_path: Path) -> Non
     assert model_digest(folder) == digest and (folder / "config.json").read_text() == '{"family": "baseline"}'
     assert registry.verify_model(store, digest) == folder  # the verified cache is reused
     # what serving uses for a gs:// model URI
-    from harmguard.serving.model import verify_model_dir
+    from harmguard.models.loading import verify_model_dir
 
     served = download_model(store.uri_for(f"models/{digest}"), tmp_path / "serve-cache")
     assert model_digest(served) == digest
@@ -196,7 +197,7 @@ def settings_home(home: str, tmp_path: Path, no_mlflow: None) -> Settings:
 
 
 def test_read_table_from_gs(store: GCSStore, tmp_path: Path) -> None:
-    from harmguard.data_io import read_table
+    from harmguard.data.readers import read_table
 
     store.write_atomic("data/t.csv", b'id,text\n1,"a, quoted\nnewline"\n2,b\n')
     frame = read_table(store.uri_for("data/t.csv"), string_columns=["id"])

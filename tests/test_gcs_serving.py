@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from harmguard.decisions import decide
 from harmguard.digests import model_digest, thresholds_version
-from harmguard.gcs import GCSStore, make_client
-from harmguard.models import load_model
+from harmguard.models.decide import decide
+from harmguard.models.loading import load_model
+from harmguard.storage.gcs import GCSStore, make_client
 from tests.gcs_emulator import fake_gcs_server
 
 ray = pytest.importorskip("ray")
@@ -22,12 +22,11 @@ from harmguard.serving.local import start_app  # noqa: E402
 
 
 def test_serve_loads_a_model_from_gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path) -> None:
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import encode_labels
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
     from harmguard.models.baseline import train_baseline
     from harmguard.policy import load_policy
     from harmguard.settings import Settings
-    from harmguard.snapshot import build_snapshot, split_frame
 
     settings = Settings(
         home=str(tmp_path), cache=tmp_path / "cache", data_mirror=mirror, mlflow_tracking_uri="sqlite://"

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmguard.cluster import IMAGE_ENV, executor_images, with_image
-from harmguard.compile import compile_pipelines, load_pipeline
-from harmguard.k8s_common import RUN_AS_USER
-from harmguard.kuberay import TRAIN_ENTRY_IN_IMAGE
+from harmguard.k8s.cluster import IMAGE_ENV, executor_images, with_image
+from harmguard.k8s.common import RUN_AS_USER
+from harmguard.runners.compile import compile_pipelines, load_pipeline
 from harmguard.settings import DEFAULT_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +69,7 @@ def test_dockerfile_pins_installs_the_lock_and_runs_non_root():
     assert "pip uninstall --yes pip" in text  # and no pip left to install anything at run time
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] == f"{RUN_AS_USER}:{RUN_AS_USER}"  # numeric: runAsNonRoot can verify it
-    ray_dir = str(Path(TRAIN_ENTRY_IN_IMAGE).parent)
-    assert re.search(rf"^COPY ray/ {ray_dir}/$", text, re.M)  # where the RayJob's entrypoint looks
+    assert re.search(r"^COPY ray/ /app/ray/$", text, re.M)  # the thin wrappers, for `ray job submit` by hand
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
     allowed = [ln[1:].rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.startswith("!")]
     for sources in copied:
@@ -147,16 +145,16 @@ def test_import_check_collects_what_the_cluster_runs():
     checker = _import_checker()
     targets = checker.collect()
     named = {(m, a) for _, m, a in targets}
-    assert ("harmguard.ray_jobs", "run_entry") in named  # ray/train_entry.py, the RayJob's entry point
-    assert ("harmguard.rayjob", "train_rayjob_step") in named  # the launcher component's body
+    assert ("harmguard.training.job_entry", "main") in named  # the RayJob's and the Jobs API's entry point
+    assert ("harmguard.steps.train_rayjob", "train_rayjob_step") in named  # the launcher component's body
     assert ("harmguard.serving.app", "build_app") in named  # the Serve import path
     origins = {o.split(":")[0] + ":" + o.split(":")[1] for o, _, _ in targets if ".yaml:exec-" in o}
     for path in (ROOT / "pipelines").glob("*.yaml"):
         for ex in next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]:
             assert f"{path.name}:{ex}" in origins
-    assert checker.check([("test", "harmguard.no_such_module", None), ("test", "harmguard.steps", "train_step")]) == [
-        "harmguard.no_such_module: ModuleNotFoundError: No module named 'harmguard.no_such_module' (named by test)"
-    ]
+    assert checker.check(
+        [("test", "harmguard.no_such_module", None), ("test", "harmguard.steps.training", "train_step")]
+    ) == ["harmguard.no_such_module: ModuleNotFoundError: No module named 'harmguard.no_such_module' (named by test)"]
 
 
 def test_goldens_name_the_default_image():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harmguard import k8s_common, kuberay
-from harmguard.decisions import thresholds_version
-from harmguard.k8s_schemas import (
+from harmguard.k8s import common as k8s_common
+from harmguard.k8s import kuberay
+from harmguard.k8s.schemas import (
     CRDS,
     ManifestError,
     SchemaUnavailableError,
@@ -21,6 +21,7 @@ from harmguard.k8s_schemas import (
     validate_file,
     validate_manifest,
 )
+from harmguard.models.decide import thresholds_version
 from harmguard.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "manifests"

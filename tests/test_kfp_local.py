@@ -3,7 +3,7 @@
 import pytest
 from kfp.local import io
 
-from harmguard.kfp_local import cel_to_python, evaluate_condition
+from harmguard.runners.kfp_local import cel_to_python, evaluate_condition
 
 
 @pytest.fixture

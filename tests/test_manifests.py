@@ -20,12 +20,13 @@ import typer.main
 import yaml
 from hera.workflows import CronWorkflow
 
-from harmguard import argo, manifests
 from harmguard.cli import app
-from harmguard.k8s_common import hardening_problems, iter_containers
-from harmguard.k8s_schemas import ManifestError, load_manifests, validate_file
+from harmguard.k8s import argo, manifests
+from harmguard.k8s.common import hardening_problems, iter_containers
+from harmguard.k8s.schemas import ManifestError, load_manifests, validate_file
 from harmguard.settings import DEFAULT_IMAGE, Settings
 from harmguard.storage import LocalStore
+from harmguard.training import job_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -207,7 +208,7 @@ def test_cron_workflows_follow_the_schedule_rules():
         handler = templates[workflow["onExit"]]
         (step,) = [s for group in handler["steps"] for s in group]
         assert step["when"] == "{{workflow.status}} != Succeeded"
-        assert templates[step["template"]]["container"]["command"][-3:] == ["-m", "harmguard.argo", "notify"][-3:]
+        assert templates[step["template"]]["container"]["command"][-3:] == ["-m", "harmguard.k8s.argo", "notify"][-3:]
         for t in templates.values():  # every step that talks to a service retries with backoff
             if "container" in t:
                 assert t["retryStrategy"]["limit"] >= 1 and t["retryStrategy"]["backoff"]["duration"]
@@ -297,7 +298,7 @@ def _options(command: Any) -> set[str]:
 
 @pytest.mark.parametrize("rel", ARGO_FILES)
 def test_steps_call_real_cli_commands_with_real_options(rel: str):
-    from harmguard.compile import load_pipeline
+    from harmguard.runners.compile import load_pipeline
 
     calls = 0
     for template in _templates(_cron(rel)).values():
@@ -323,9 +324,8 @@ def test_rayjob_runs_the_training_entry_point_and_cleans_up():
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 0
     entry = spec["entrypoint"].split()
-    assert entry[:2] == ["python", "/app/ray/train_entry.py"] and entry[entry.index("--workdir") + 1].startswith(
-        "gs://"
-    )
+    assert entry[:3] == ["python", "-m", "harmguard.training.job_entry"]
+    assert entry[entry.index("--workdir") + 1].startswith("gs://")
     (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
     worker = group["template"]["spec"]
     assert int(worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) >= 1
@@ -333,15 +333,15 @@ def test_rayjob_runs_the_training_entry_point_and_cleans_up():
     assert spec["submitterPodTemplate"]["spec"]["restartPolicy"] == "Never"
     assert spec["rayClusterSpec"]["rayVersion"] == __import__("importlib.metadata").metadata.version("ray")
     # the entry point's own argument parser accepts exactly these arguments
-    source = (ROOT / "ray" / "train_entry.py").read_text()
+    source = Path(job_entry.__file__).read_text()
     assert all(f'"{flag}"' in source for flag in entry if flag.startswith("--"))
 
 
 def test_rayservice_serves_the_library_app_with_a_checked_user_config():
     from ray.serve.schema import ServeDeploySchema
 
-    from harmguard.deploy import SERVE_DEPLOYMENT, SERVE_IMPORT_PATH
-    from harmguard.serving.config import ServeArgs, UserConfig
+    from harmguard.serving.config import MODEL_DEPLOYMENT as SERVE_DEPLOYMENT
+    from harmguard.serving.config import SERVE_IMPORT_PATH, ServeArgs, UserConfig
 
     spec = _kuberay("kuberay/ray-service.classifier.yaml")["spec"]
     serve = yaml.safe_load(spec["serveConfigV2"])
@@ -443,7 +443,7 @@ def test_compile_renders_the_manifests(tmp_path: Path, monkeypatch: pytest.Monke
     from typer.testing import CliRunner
 
     monkeypatch.setenv("HARMGUARD_IMAGE", "registry.example/harmguard:1.2.3")
-    monkeypatch.setattr("harmguard.compile.compile_pipelines", lambda output_dir=None, image=None: [])
+    monkeypatch.setattr("harmguard.runners.compile.compile_pipelines", lambda output_dir=None, image=None: [])
     result = CliRunner().invoke(app, ["compile", "--manifests-dir", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "m" / "argo" / "cron-workflow.retrain.yaml").read_text()

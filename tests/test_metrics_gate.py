@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from harmguard.gate import run_gate
-from harmguard.metrics import (
+from harmguard.evaluation.gate import run_gate
+from harmguard.evaluation.metrics import (
     binary_metrics,
     calibrate_threshold,
     flatten,

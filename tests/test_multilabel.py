@@ -3,12 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from harmguard.evaluate import evaluate_model
-from harmguard.metrics import flatten
+from harmguard.data.snapshot import build_snapshot
+from harmguard.evaluation.evaluate import evaluate_challenger
+from harmguard.evaluation.metrics import flatten
 from harmguard.models.baseline import BaselineModel
 from harmguard.policy import Policy
-from harmguard.snapshot import build_snapshot
-from harmguard.training import train_model
+from harmguard.training.dispatch import train_model
 
 
 def test_multilabel_policy_trains_independent_heads(tmp_path):
@@ -50,7 +50,7 @@ def test_multilabel_policy_trains_independent_heads(tmp_path):
     assert proba.shape == (2, 2)
     assert proba[0].min() > 0.5 and proba[1].max() < 0.5  # independent sigmoids: both heads can fire
 
-    evaluation = evaluate_model(model, snap, policy)
+    evaluation, _, _ = evaluate_challenger(model, snap, policy)
     flat = flatten(evaluation)
     assert flat["reference/overall/insult/f1"] > 0.9 and flat["operating/overall/threat/recall"] > 0.9
     model.save(tmp_path / "m")

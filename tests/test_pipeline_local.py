@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harmguard.datasets import load_dataset
+from harmguard.data.datasets import load_dataset
 from harmguard.registry import read_audit
 from harmguard.storage import LocalStore
 

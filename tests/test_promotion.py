@@ -14,16 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from harmguard.approval import ApprovalRules, approve_version, reject_version
-from harmguard.deploy import ENDPOINT_KEY, render_rayservice_patch, user_config
-from harmguard.infra_validation import MIN_AGREEMENT, meets, required_agreement
-from harmguard.promotion import (
-    PromotionRefused,
-    promote_version,
-    register_thresholds_change,
-    rollback_champion,
-)
-from harmguard.registry import move_alias, publish_model, read_alias, read_audit
+from harmguard.promotion.approval import ApprovalRules, approve_version, reject_version
+from harmguard.promotion.deploy import render_rayservice_patch
+from harmguard.promotion.golden import MIN_AGREEMENT, meets, required_agreement
+from harmguard.promotion.promote import PromotionRefused, promote_version, register_thresholds_change, rollback_champion
+from harmguard.registry import move_alias, read_alias, read_audit
+from harmguard.registry.models import publish_model
+from harmguard.serving.config import ENDPOINT_KEY, Autoscaling, ServeArgs, build_serve_config, user_config_for
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 
@@ -205,7 +202,7 @@ def test_required_agreement_and_rendering(store, settings, policy, digest, golde
     assert required_agreement(None, "a")[0] == MIN_AGREEMENT
     assert meets(0.9, 0.9) and not meets(0.89, 0.9)
     rec = register(store, settings, policy, digest, golden=golden)
-    assert user_config(rec) == {
+    assert user_config_for(rec).dump() == {
         "policy": policy,
         "version": rec.version,
         "model_uri": rec.model_uri,
@@ -213,7 +210,14 @@ def test_required_agreement_and_rendering(store, settings, policy, digest, golde
         "thresholds": {"spam": 0.5},
         "thresholds_version": rec.thresholds_version,
     }
-    assert render_rayservice_patch(rec).startswith(f"# Promote {rec.version}")
+    patch = render_rayservice_patch(rec)
+    assert patch.startswith(f"# Promote {rec.version}")
+    # The patch carries the whole Serve config the shipped RayService has (autoscaling, health checks), not a
+    # user_config grafted onto a file of the source checkout.
+    serve_config = yaml.safe_load(yaml.safe_load(patch)["spec"]["serveConfigV2"])
+    assert serve_config == build_serve_config(ServeArgs(user_config=user_config_for(rec)), autoscaling=Autoscaling())
+    model = serve_config["applications"][0]["deployments"][0]
+    assert model["autoscaling_config"]["max_replicas"] >= 1 and model["health_check_period_s"] > 0
 
 
 def test_promote_pushes_user_config_to_a_running_local_server(store, settings, policy, digest, golden):
@@ -241,7 +245,7 @@ def test_promote_pushes_user_config_to_a_running_local_server(store, settings, p
         result = promote(store, settings, v1.version)
     finally:
         server.shutdown()
-    assert result["deploy"]["pushed"] and received == [user_config(v1)]
+    assert result["deploy"]["pushed"] and received == [user_config_for(v1).dump()]
 
 
 def test_promote_cli_end_to_end_through_kfp_local(hg_env, settings, model_dir):

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harmguard.datasets import load_dataset
-from harmguard.gcs import make_client
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot
 from harmguard.policy import load_policy
-from harmguard.ray_jobs import RemoteTrainingError
-from harmguard.snapshot import build_snapshot
-from harmguard.train_ray import train_transformer
+from harmguard.storage.gcs import make_client
+from harmguard.training.dispatch import train_transformer
+from harmguard.training.ray_jobs import RemoteTrainingError
 from tests.gcs_emulator import fake_gcs_server, free_port
 
 pytestmark = pytest.mark.slow  # a second Ray cluster with its dashboard: ~1-2 min (make test-slow)

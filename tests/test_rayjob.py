@@ -1,4 +1,4 @@
-"""The RayJob launcher (harmguard.rayjob) against a local stand-in of the Kubernetes API (tests/k8s_standin.py).
+"""The RayJob launcher (harmguard.k8s.rayjob) against a local stand-in of the Kubernetes API (tests/k8s_standin.py).
 
 The stand-in validates the created RayJob against the pinned KubeRay v1.7 CRD and replays status sequences shaped
 like KubeRay's (``jobDeploymentStatus`` / ``jobStatus`` / ``reason`` / ``message`` / ``succeeded`` / ``failed``, from
@@ -9,17 +9,17 @@ import json
 
 import pytest
 
-from harmguard.k8s_schemas import validate_manifest
-from harmguard.kuberay import TRAIN_ENTRY_IN_IMAGE
-from harmguard.rayjob import (
+from harmguard.k8s.kuberay import TRAIN_ENTRY_MODULE
+from harmguard.k8s.rayjob import (
     RayJobDeadlineExceeded,
     RayJobError,
     RayJobLauncher,
     build_training_rayjob,
     custom_objects_api,
     rayjob_name,
-    train_rayjob_step,
 )
+from harmguard.k8s.schemas import validate_manifest
+from harmguard.steps.train_rayjob import train_rayjob_step
 from tests.k8s_standin import K8sStandIn, Step
 
 IMAGE = "registry.example.com/harmguard/harmguard:9.9.9-test"
@@ -129,7 +129,7 @@ def test_success_creates_a_valid_rayjob_and_streams_driver_logs(strict):
     [created] = api.created()
     spec = created["spec"]
     assert created["metadata"]["namespace"] == NS and created["metadata"]["name"] == rayjob_name(RUN_ID)
-    assert spec["entrypoint"].startswith(f"python {TRAIN_ENTRY_IN_IMAGE} --workdir gs://")
+    assert spec["entrypoint"].startswith(f"python -m {TRAIN_ENTRY_MODULE} --workdir gs://")
     assert spec["activeDeadlineSeconds"] == 3600 and spec["shutdownAfterJobFinishes"] is True
     pods = [spec["rayClusterSpec"]["headGroupSpec"]["template"], spec["submitterPodTemplate"]]
     pods += [g["template"] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]

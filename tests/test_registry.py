@@ -11,24 +11,23 @@ from typing import Any
 
 import pytest
 
-from harmguard import registry, tracking
+from harmguard import registry
 from harmguard.digests import model_digest, thresholds_version
 from harmguard.registry import (
-    TamperedModelError,
     VersionNotFound,
     append_audit,
     get_version,
     list_versions,
     mlflow_version_of,
     move_alias,
-    publish_model,
     read_alias,
     read_audit,
     register_version,
     registry_status,
     sync_mlflow,
-    verify_model,
+    tracking,
 )
+from harmguard.registry.models import TamperedModelError, publish_model, verify_model
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore, LostRace
 from tests.promotion_helpers import race_champion_move

@@ -7,13 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harmguard.data.snapshot import build_snapshot, split_frame
 from harmguard.digests import model_digest
-from harmguard.evaluate import Champion, PairedDecisions, evaluate_against_champion
-from harmguard.gate import run_gate
+from harmguard.evaluation.evaluate import evaluate_against_champion
+from harmguard.evaluation.frozen import Champion, PairedDecisions
+from harmguard.evaluation.gate import run_gate
 from harmguard.policy import Policy
-from harmguard.report import render_evaluation_html, render_evaluation_markdown
-from harmguard.snapshot import build_snapshot, split_frame
-from harmguard.training import train_model
+from harmguard.reports.review_page import render_review_html, render_review_markdown
+from harmguard.training.dispatch import train_model
 
 from .conftest import run_cli
 from .test_fairness import _synthetic
@@ -53,7 +54,7 @@ def _review(settings, store, tmp_path, monkeypatch, report: dict) -> dict:
     for name, m in (("champion", champion_model), ("challenger", model)):
         m.save(tmp_path / name)
     champion = Champion("review-test/1", model_digest(tmp_path / "champion"), {"hate": 0.5}, "baseline", champion_model)
-    monkeypatch.setattr("harmguard.evaluate.load_champion", lambda *_: (champion, "compared with champion 1"))
+    monkeypatch.setattr("harmguard.evaluation.frozen.load_champion", lambda *_: (champion, "compared with champion 1"))
     digest = model_digest(tmp_path / "challenger")
 
     def evaluate() -> tuple[dict, PairedDecisions]:
@@ -66,8 +67,8 @@ def _review(settings, store, tmp_path, monkeypatch, report: dict) -> dict:
     return {
         "evaluation": evaluation,
         "blessing": blessing,
-        "html": render_evaluation_html(evaluation, blessing, context=context),
-        "markdown": render_evaluation_markdown(evaluation, blessing),
+        "html": render_review_html(evaluation, blessing, context=context),
+        "markdown": render_review_markdown(evaluation, blessing),
         "test_texts": split_frame(snap, "test")["text"].tolist(),
         "evaluate": evaluate,
     }

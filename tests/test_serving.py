@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import requests
 
-from harmguard.decisions import decide
 from harmguard.digests import model_digest, thresholds_version
-from harmguard.models import load_model
+from harmguard.models.decide import decide
+from harmguard.models.loading import load_model
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
+from harmguard.models.loading import ModelDigestMismatch  # noqa: E402
 from harmguard.serving.config import Limits, ServeArgs, UserConfig  # noqa: E402
 from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app  # noqa: E402
-from harmguard.serving.model import ModelDigestMismatch  # noqa: E402
 
 APP = "harmguard"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_texts_per_request=8, max_chars_per_text=500, request_timeout_s=20)
@@ -53,12 +53,11 @@ def _config(version: str, folder: Path, thresholds: dict[str, float], shadow: Us
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Two small real baselines on sms_spam, exported to models/<digest>/ folders."""
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import encode_labels
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
     from harmguard.models.baseline import train_baseline
     from harmguard.policy import load_policy
     from harmguard.settings import Settings
-    from harmguard.snapshot import build_snapshot, split_frame
 
     from .conftest import mirror_dir
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from harmguard.digests import model_digest
-from harmguard.infra_validation import golden_bytes, measure_golden, parse_golden
+from harmguard.promotion.golden import golden_bytes, measure_golden, parse_golden
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -24,12 +24,12 @@ from harmguard.serving.local import start_app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def davidson_model(tmp_path_factory):
-    from harmguard.datasets import load_dataset
-    from harmguard.evaluate import evaluate_model
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot
+    from harmguard.evaluation.evaluate import evaluate_challenger
     from harmguard.policy import load_policy
     from harmguard.settings import Settings
-    from harmguard.snapshot import build_snapshot
-    from harmguard.training import train_model
+    from harmguard.training.dispatch import train_model
 
     from .conftest import mirror_dir
 
@@ -40,7 +40,7 @@ def davidson_model(tmp_path_factory):
     policy = load_policy("davidson2017")
     snap = build_snapshot(load_dataset("davidson2017", settings), policy)
     model = train_model(snap, policy)
-    evaluation = evaluate_model(model, snap, policy)
+    evaluation, _, _ = evaluate_challenger(model, snap, policy)
     tmp = home / "export"
     model.save(tmp)
     folder = home / "models" / model_digest(tmp)

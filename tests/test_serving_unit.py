@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from harmguard.decisions import ThresholdsError, check_thresholds, decide, decide_scores
 from harmguard.digests import thresholds_version
-from harmguard.serving.config import Batching, Limits, ModelSpec, UserConfig
-from harmguard.serving.model import Loaded, ModelDigestMismatch, score_requests, verify_model_dir
+from harmguard.models.decide import ThresholdsError, check_thresholds, decide, decide_scores
+from harmguard.models.loading import Loaded, ModelDigestMismatch, ModelSpec, verify_model_dir
+from harmguard.serving.config import Batching, Limits, UserConfig
+from harmguard.serving.model import score_requests
 
 
 class FixedModel:

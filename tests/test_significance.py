@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from harmguard.significance import (
+from harmguard.evaluation.significance import (
     count_indicators,
     mcnemar,
     metric_from_counts,

@@ -1,8 +1,7 @@
 import pandas as pd
 import pytest
 
-from harmguard.policy import Policy
-from harmguard.snapshot import (
+from harmguard.data.snapshot import (
     SnapshotError,
     build_snapshot,
     compute_data_version,
@@ -10,6 +9,7 @@ from harmguard.snapshot import (
     normalize_text,
     write_snapshot,
 )
+from harmguard.policy import Policy
 from harmguard.storage import LocalStore
 
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harmguard.cli import app
-from harmguard.compile import available_pipelines
-from harmguard.submit import SubmitError, submit
+from harmguard.runners.compile import available_pipelines
+from harmguard.runners.submit import SubmitError, submit
 from tests.kfp_standin import KfpStandIn
 
 IMAGE = "registry.example.com/harmguard/harmguard:9.9.9-test"

@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harmguard.datasets import load_dataset
-from harmguard.gcs import make_client
-from harmguard.models import category_scores, load_model, read_model_meta
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot
+from harmguard.models.base import category_scores, read_model_meta
+from harmguard.models.loading import load_model
 from harmguard.models.transformer import resolve_backbone
 from harmguard.policy import load_policy
-from harmguard.snapshot import build_snapshot
-from harmguard.train_ray import epoch_batches, init_ray, train_transformer
+from harmguard.storage.gcs import make_client
+from harmguard.training.dispatch import train_transformer
+from harmguard.training.ray_train import epoch_batches, init_ray
 from tests.gcs_emulator import fake_gcs_server
 
 TEXTS = ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch at 1?"]
@@ -201,7 +203,7 @@ def test_epoch_batches_shard_evenly_and_bucket_by_length(world_size):
 
 
 def test_remote_cluster_without_gcs_storage_is_a_clear_error(tmp_path):
-    from harmguard.ray_jobs import RemoteTrainingError, run_remote_job
+    from harmguard.training.ray_jobs import RemoteTrainingError, run_remote_job
 
     with pytest.raises(RemoteTrainingError, match="needs gs:// storage"):
         run_remote_job({}, address="http://ray-head:8265", workdir=str(tmp_path), name="train")
@@ -215,7 +217,7 @@ def test_transformer_options_need_the_transformer_family(hg_env):
 
 
 def test_policy_transformer_settings_validate():
-    from harmguard.train_ray import effective_spec
+    from harmguard.training.ray_train import effective_spec
 
     spec = effective_spec(load_policy("davidson2017"), {"num_workers": 4, "max_length": 32})
     assert (spec.num_workers, spec.max_length, spec.cpu_max_train_rows) == (4, 32, 2000)

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
+from harmguard.data.snapshot import build_snapshot
+from harmguard.data.validation import TEXT_CHARS, validate_snapshot
 from harmguard.policy import Policy
-from harmguard.snapshot import build_snapshot
-from harmguard.validation import TEXT_CHARS, validate_snapshot
 
 
 @pytest.fixture(scope="module")

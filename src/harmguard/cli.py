@@ -93,7 +93,7 @@ def run(
 ) -> None:
     """Run the training pipeline locally (kfp.local): ingest, validate, train, evaluate, gate, register."""
     from harmguard.policy import PolicyError
-    from harmguard.runner import run_training
+    from harmguard.runners.local import run_training
 
     if columns:
         try:
@@ -183,7 +183,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show champion, challenger, blessed-but-unapproved versions and registry/MLflow mismatches per policy."""
-    from harmguard.approval import approval_overview
+    from harmguard.promotion.approval import approval_overview
     from harmguard.registry import registry_status
     from harmguard.storage import open_store
 
@@ -232,8 +232,8 @@ def approve(
     policy: Annotated[str, typer.Option(help="Policy file for the approval rules (default: the shipped one).")] = "",
 ) -> None:
     """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL)."""
-    from harmguard.approval import ApprovalError, ApprovalRules, approve_version
     from harmguard.policy import PolicyError
+    from harmguard.promotion.approval import ApprovalError, ApprovalRules, approve_version
     from harmguard.registry import VersionNotFound, parse_version
     from harmguard.storage import open_store
 
@@ -255,7 +255,7 @@ def reject(
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
 ) -> None:
     """Reject a version: it cannot be promoted (an earlier approval is withdrawn)."""
-    from harmguard.approval import ApprovalError, reject_version
+    from harmguard.promotion.approval import ApprovalError, reject_version
     from harmguard.registry import VersionNotFound
     from harmguard.storage import open_store
 
@@ -274,8 +274,8 @@ def promote(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
 ) -> None:
     """Run the promotion pipeline locally (kfp.local): approval, digest, champion, golden file, swap, deploy."""
-    from harmguard.promotion import PromotionRefused
-    from harmguard.promotion_steps import run_promotion
+    from harmguard.promotion.promote import PromotionRefused
+    from harmguard.runners.local import run_promotion
 
     try:
         summary = run_promotion(_settings(), version=version, promoted_by=by or _user(), policy_ref=policy)
@@ -301,8 +301,8 @@ def rollback(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
 ) -> None:
     """Move `champion` back to the version it replaced (compare-and-swap, audited as rollback) and deploy it."""
-    from harmguard.promotion import PromotionRefused, rollback_champion
-    from harmguard.steps import new_run_id
+    from harmguard.promotion.promote import PromotionRefused, rollback_champion
+    from harmguard.registry.runs import new_run_id
     from harmguard.storage import open_store
 
     settings = _settings()
@@ -329,9 +329,9 @@ def compile_(
     ] = None,
 ) -> None:
     """Compile the KFP pipelines and render the cluster manifests; every container runs HARMGUARD_IMAGE."""
-    from harmguard.compile import compile_pipelines
+    from harmguard.k8s.manifests import default_manifests_dir, render_manifests
     from harmguard.lineage import image_tag
-    from harmguard.manifests import default_manifests_dir, render_manifests
+    from harmguard.runners.compile import compile_pipelines
 
     for path in compile_pipelines(output_dir):
         err.print(f"wrote {path}")
@@ -367,7 +367,7 @@ def submit_(
 ) -> None:
     """Create a run of a compiled pipeline on a Kubeflow Pipelines cluster (kfp.Client); --wait follows it."""
     from harmguard.lineage import image_tag
-    from harmguard.submit import SubmitError, SubmitInputError, parse_params, submit
+    from harmguard.runners.submit import SubmitError, SubmitInputError, parse_params, submit
 
     try:
         result = submit(
@@ -409,6 +409,7 @@ def serve_(
     """Serve a version over HTTP on this machine (Ray Serve) until stopped; `--stop` stops it."""
     from harmguard.registry import get_version, read_alias
     from harmguard.serving import local
+    from harmguard.serving.config import ServeArgs, user_config_for
     from harmguard.storage import open_store
 
     store = open_store(_settings().home)
@@ -420,7 +421,7 @@ def serve_(
         record, note = local.resolve_version(store, policy, version)
         challenger, _ = read_alias(store, record.policy, "challenger")
         other = get_version(store, challenger.version) if shadow and challenger and challenger.version else None
-        args = local.ServeArgs(user_config=local.user_config_for(record, other))
+        args = ServeArgs(user_config=user_config_for(record, other))
     except (LookupError, ValueError, local.ServeError) as e:
         raise _fail(str(e)) from e
     err.print(note)
@@ -443,7 +444,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON line on stdout.")] = False,
 ) -> None:
     """Score a file with the serving model and thresholds (Ray Data); commit Parquet parts with a _SUCCESS manifest."""
-    from harmguard.batch import BatchConfig, ScoringError, score_registered
+    from harmguard.batch.score import BatchConfig, ScoringError, score_registered
     from harmguard.storage import StoreError, open_store
 
     try:

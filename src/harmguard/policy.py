@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harmguard.digests import sha256_bytes
+from harmguard.vocabulary import (
+    CHANGE_METRICS,
+    LOWER_IS_BETTER,
+    OPERATING_ONLY_METRICS,
+    PER_LABEL_METRICS,
+    Perturbation,
+)
 
 SPLITS = ("train", "validation", "test")
 
@@ -42,7 +49,7 @@ class ColumnMap(_Strict):
 class DataSpec(_Strict):
     """Where the training data comes from and how to read it."""
 
-    dataset: str | None = Field(default=None, description="A named dataset (see `harmguard.datasets`).")
+    dataset: str | None = Field(default=None, description="A named dataset (see `harmguard.data.datasets`).")
     uri: str | None = Field(default=None, description="A path or URI (CSV, Parquet, JSONL) instead of a dataset.")
     format: Literal["csv", "tsv", "parquet", "jsonl"] | None = Field(
         default=None, description="File format; inferred from the extension when omitted."
@@ -174,7 +181,7 @@ class TransformerSpec(_Strict):
 
 
 class IdentitySpec(_Strict):
-    """How an evaluation set's rows map to identity groups (for the fairness metrics, `harmguard.fairness`)."""
+    """How an evaluation set's rows map to identity groups (fairness metrics: `harmguard.evaluation.fairness`)."""
 
     column: str | None = Field(
         default=None, description="Column naming the group each row targets (hatecheck: target_ident); blank: none."
@@ -212,15 +219,12 @@ class EvaluationSet(_Strict):
     )
 
 
-Perturbation = Literal["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph"]
-
-
 def _every_perturbation() -> list[Perturbation]:
-    return ["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph"]
+    return list(get_args(Perturbation))
 
 
 class EvasionSpec(_Strict):
-    """Evasion perturbations applied to the test split (`harmguard.evasion`)."""
+    """Evasion perturbations applied to the test split (`harmguard.evaluation.evasion`)."""
 
     perturbations: list[Perturbation] = Field(
         default_factory=_every_perturbation,
@@ -297,13 +301,11 @@ class Threshold(_Strict):
 
     @model_validator(mode="after")
     def _bound(self) -> Threshold:
-        from harmguard.significance import CHANGE_METRICS, PER_LABEL_METRICS
-
         if self.min is None and self.max is None and self.change is None:
             raise ValueError(
                 f"threshold on {self.metric} needs `min` or `max` (value) or `change` (against the champion)"
             )
-        if self.metric in _operating_only_metrics() and self.kind != "operating":
+        if self.metric in OPERATING_ONLY_METRICS and self.kind != "operating":
             raise ValueError(
                 f"{self.metric} is measured on scores and operating-point decisions: set `kind: operating`"
             )
@@ -321,18 +323,9 @@ class Threshold(_Strict):
     @property
     def higher_is_better(self) -> bool:
         """Orientation of the change check."""
-        from harmguard.significance import LOWER_IS_BETTER
-
         if self.change is not None and self.change.direction is not None:
             return self.change.direction == "higher_is_better"
         return self.metric not in LOWER_IS_BETTER
-
-
-def _operating_only_metrics() -> frozenset[str]:
-    """Fairness and evasion metrics: read from scores and operating decisions only (imported on use)."""
-    from harmguard import evasion, fairness
-
-    return fairness.METRICS | evasion.METRICS
 
 
 class BootstrapSpec(_Strict):

@@ -13,6 +13,12 @@ from pydantic import BaseModel, Field
 DEFAULT_IMAGE = "ghcr.io/harmguard/harmguard:0.1.0"
 
 
+def default_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The local download cache: HARMGUARD_CACHE, else ``~/.cache/harmguard`` (CONTRACTS.md)."""
+    env = os.environ if env is None else env
+    return Path(env.get("HARMGUARD_CACHE") or Path.home() / ".cache" / "harmguard").expanduser()
+
+
 class Settings(BaseModel):
     """Places shared by every command (names fixed by CONTRACTS.md)."""
 
@@ -56,7 +62,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     home = env.get("HARMGUARD_HOME") or ".harmguard"
     if "://" not in home:
         home = str(Path(home).expanduser().resolve())
-    cache = Path(env.get("HARMGUARD_CACHE") or Path.home() / ".cache" / "harmguard").expanduser()
+    cache = default_cache(env)
     mirror = env.get("HARMGUARD_DATA_MIRROR") or None
     schema_mirror = env.get("HARMGUARD_SCHEMA_MIRROR") or None
     tracking = env.get("MLFLOW_TRACKING_URI")

@@ -1,1 +1,1 @@
-"""Golden files (package data): ``<policy>.jsonl``, short synthetic labeled texts (harmguard.infra_validation)."""
+"""Golden files (package data): ``<policy>.jsonl``, short synthetic labeled texts (harmguard.promotion.golden)."""

@@ -8,9 +8,7 @@ times idf, L2 row norm), so a loaded model needs no fitted scikit-learn object.
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,10 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from harmguard.models import ModelError
+from harmguard.models.base import ModelError, preprocess_text
 from harmguard.policy import BaselineSpec, Policy
 
 FORMAT_VERSION = 1
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_MENTION = re.compile(r"@\w+")
-
-
-def preprocess_text(text: str) -> str:
-    """Model-side cleanup: HTML entities unescaped, URLs and @mentions replaced by placeholder tokens."""
-    return _MENTION.sub(" MENTIONHERE ", _URL.sub(" URLHERE ", html.unescape(text)))
 
 
 def _analyzer(name: str, spec: BaselineSpec) -> str:

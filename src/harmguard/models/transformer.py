@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.models import ModelError
+from harmguard.models.base import ModelError, preprocess_text
 from harmguard.policy import TransformerSpec
 
 FORMAT_VERSION = 1
@@ -36,8 +36,6 @@ def resolve_backbone(name: str) -> str:
 
 def prepare_text(text: str, preprocess: bool) -> str:
     """The text the tokenizer sees (the baseline's cleanup when ``preprocess``)."""
-    from harmguard.models.baseline import preprocess_text
-
     return preprocess_text(text) if preprocess else text
 
 

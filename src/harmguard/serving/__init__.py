@@ -5,5 +5,5 @@
 - ``harmguard.serving.model``: Ray-free loading, digest verification and batch scoring (champion and shadow).
 - ``harmguard.serving.local``: ``harmguard serve`` on this machine (endpoint file, admin route, stop).
 
-Decisions are ``harmguard.decisions.decide``, shared with batch scoring and promotion.
+Decisions are ``harmguard.models.decide.decide``, shared with batch scoring and promotion.
 """

@@ -19,10 +19,11 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from harmguard.models import Classifier as ClassifierModel
+from harmguard.models.base import Classifier as ClassifierModel
+from harmguard.models.loading import Loaded, load_spec
 from harmguard.serving.config import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
 from harmguard.serving.metrics import ServingMetrics
-from harmguard.serving.model import Loaded, load_spec, score_requests
+from harmguard.serving.model import score_requests
 
 logger = logging.getLogger("harmguard.serving")
 

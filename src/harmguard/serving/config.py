@@ -6,16 +6,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harmguard.decisions import check_thresholds_version
+from harmguard.models.decide import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CHARS, DEFAULT_MAX_TEXTS
+from harmguard.models.loading import ModelSpec
+from harmguard.registry import VersionRecord
 
-# Deployment names (harmguard.deploy patches deployments[name=Classifier].user_config).
+# Names of the serving application; promotion patches deployments[name=Classifier].user_config.
+SERVE_APP = "harmguard"
+SERVE_IMPORT_PATH = "harmguard.serving.app:build_app"
 MODEL_DEPLOYMENT = "Classifier"
 INGRESS_DEPLOYMENT = "ClassifierIngress"
-
-# CONTRACTS.md, "Serving defaults".
-DEFAULT_MAX_TEXTS = 256
-DEFAULT_MAX_CHARS = 10_000
-DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+# Where `harmguard serve` announces its endpoints in HARMGUARD_HOME (promotion reads it to push a new user_config).
+ENDPOINT_KEY = "serve/endpoint.json"
+# Serve's health checks and drain time of both deployments (seconds).
+HEALTH_CHECKS = {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 20}
 
 
 class Limits(BaseModel):
@@ -57,27 +60,8 @@ class Batching(BaseModel):
         return self
 
 
-class ModelSpec(BaseModel):
-    """One model with its thresholds: what a replica loads, verifies and decides with."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    version: str = Field(description="The registered version '<policy>/<n>' (echoed in every answer).")
-    model_uri: str = Field(description="Exported model folder: HARMGUARD_HOME/models/<digest> (path or file://).")
-    model_digest: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="Expected model digest; the replica recomputes it and refuses others."
-    )
-    thresholds: dict[str, float] = Field(description="Per-category decision thresholds.")
-    thresholds_version: str = Field(description="sha256 of the canonical JSON of the thresholds (checked).")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ModelSpec:
-        check_thresholds_version(self.thresholds, self.thresholds_version)
-        return self
-
-
 class UserConfig(ModelSpec):
-    """The Serve ``user_config`` of the model deployment (``harmguard.deploy.user_config`` writes it).
+    """The Serve ``user_config`` of the model deployment (``harmguard.promotion.deploy.user_config`` writes it).
 
     Changing it (RayService edit, ``harmguard serve`` admin route, ``apply_user_config``) calls ``reconfigure`` on
     the running replicas: a new model or new thresholds without a restart.
@@ -105,3 +89,79 @@ class ServeArgs(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="Request limits.")
     batching: Batching = Field(default_factory=Batching, description="Batching and replica settings.")
     ingress_replicas: int = Field(default=1, gt=0, description="HTTP ingress replicas.")
+
+
+class Autoscaling(BaseModel):
+    """Replica scaling of the model deployment on a cluster (Serve autoscaling on ongoing requests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=1, description="Fewest model replicas.")
+    max_replicas: int = Field(default=4, ge=1, description="Most model replicas (also the ingress's maximum).")
+    target_ongoing_requests: int = Field(default=32, ge=1, description="Ongoing requests per replica Serve aims at.")
+    replica_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved by each model replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"replicas: need 1 <= min_replicas ({self.min_replicas}) <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+def user_config_for(record: VersionRecord, shadow: VersionRecord | None = None) -> UserConfig:
+    """The ``user_config`` that serves a registered version (optionally with a shadow version beside it)."""
+    fields = ("version", "model_uri", "model_digest", "thresholds", "thresholds_version")
+    doc: dict[str, Any] = {k: getattr(record, k) for k in fields} | {"policy": record.policy}
+    if shadow is not None:
+        doc["shadow"] = {k: getattr(shadow, k) for k in fields}
+    return UserConfig.model_validate(doc)
+
+
+def build_serve_config(
+    args: ServeArgs, *, app_name: str = SERVE_APP, autoscaling: Autoscaling | None = None
+) -> dict[str, Any]:
+    """The declarative Serve config: local ``harmguard serve``, a RayService's ``serveConfigV2`` and promotion's patch.
+
+    The model and thresholds go in ``deployments[Classifier].user_config``, not in ``args``: Serve then applies a
+    change as a lightweight ``reconfigure`` of the running replicas instead of replacing them. Both deployments get
+    health checks. ``autoscaling`` (a cluster) adds replica autoscaling and the proxy on every node on port 8000;
+    without it (this machine) replicas follow ``args.batching`` and the proxy stays where the caller started it.
+
+    Raises:
+        ValueError: When ``args`` has no ``user_config``: there would be nothing to serve.
+    """
+    if args.user_config is None:
+        raise ValueError("no user_config: nothing to serve")
+    model: dict[str, Any] = {"name": MODEL_DEPLOYMENT}
+    ingress: dict[str, Any] = {"name": INGRESS_DEPLOYMENT}
+    exclude = {"user_config"}
+    if autoscaling is not None:
+        exclude.add("ingress_replicas")  # the ingress autoscales too
+        # "auto" hands the replica count to autoscaling_config (Serve refuses a number with it).
+        model |= {
+            "num_replicas": "auto",
+            "autoscaling_config": {
+                "min_replicas": autoscaling.min_replicas,
+                "max_replicas": autoscaling.max_replicas,
+                "target_ongoing_requests": autoscaling.target_ongoing_requests,
+            },
+            "ray_actor_options": {"num_cpus": autoscaling.replica_cpus},
+        }
+        ingress |= {
+            "num_replicas": "auto",
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": autoscaling.max_replicas},
+        }
+    model |= {**HEALTH_CHECKS, "user_config": args.user_config.dump()}
+    ingress |= HEALTH_CHECKS
+    app = {
+        "name": app_name,
+        "route_prefix": "/",
+        "import_path": SERVE_IMPORT_PATH,
+        "args": args.model_dump(mode="json", exclude=exclude),
+        "deployments": [model, ingress],
+    }
+    if autoscaling is None:
+        return {"applications": [app]}
+    return {"proxy_location": "EveryNode", "http_options": {"host": "0.0.0.0", "port": 8000}, "applications": [app]}

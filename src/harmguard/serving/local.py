@@ -2,10 +2,10 @@
 
 ``harmguard serve`` runs ``run_local_server`` in the foreground. It announces itself in
 ``HARMGUARD_HOME/serve/endpoint.json`` (``url``, ``user_config_url``, ``pid``, ``policy``, ``version``...). A new
-``user_config`` (``harmguard.deploy`` POSTs it on promotion) goes to ``user_config_url``, a route of a small admin
-server bound to 127.0.0.1 only (loopback is the authentication); the server verifies the model digest and redeploys
-the application with the new ``user_config``, which Serve applies to the running replicas through ``reconfigure``.
-A process that is itself the Ray driver (tests, notebooks) calls ``apply_user_config`` directly.
+``user_config`` (``harmguard.promotion.deploy`` POSTs it on promotion) goes to ``user_config_url``, a route of a small
+admin server bound to 127.0.0.1 only (loopback is the authentication); the server verifies the model digest and
+redeploys the application with the new ``user_config``, which Serve applies to the running replicas through
+``reconfigure``. A process that is itself the Ray driver (tests, notebooks) calls ``apply_user_config`` directly.
 """
 
 from __future__ import annotations
@@ -23,31 +23,27 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harmguard.decisions import check_thresholds
-from harmguard.models import read_model_meta
+from harmguard.models.base import read_model_meta
+from harmguard.models.decide import check_thresholds
+from harmguard.models.loading import ModelDigestMismatch, verify_model_dir
 from harmguard.registry import VersionRecord, get_version, read_alias
-from harmguard.serving.config import MODEL_DEPLOYMENT, ServeArgs, UserConfig
-from harmguard.serving.model import ModelDigestMismatch, verify_model_dir
+from harmguard.serving.config import (
+    ENDPOINT_KEY,
+    MODEL_DEPLOYMENT,
+    ServeArgs,
+    UserConfig,
+    build_serve_config,
+)
 from harmguard.storage import ArtifactStore, LocalStore
 
 logger = logging.getLogger("harmguard.serving")
 
-ENDPOINT_KEY = "serve/endpoint.json"  # the same key harmguard.deploy reads
 ADMIN_PATH = "/user_config"
 _MAX_ADMIN_BODY = 1 << 20
 
 
 class ServeError(RuntimeError):
     """Serving cannot start or a user_config cannot be applied (the message says why)."""
-
-
-def user_config_for(record: VersionRecord, shadow: VersionRecord | None = None) -> UserConfig:
-    """The ``user_config`` that serves a registered version (optionally with a shadow version beside it)."""
-    fields = ("version", "model_uri", "model_digest", "thresholds", "thresholds_version")
-    doc: dict[str, Any] = {k: getattr(record, k) for k in fields} | {"policy": record.policy}
-    if shadow is not None:
-        doc["shadow"] = {k: getattr(shadow, k) for k in fields}
-    return UserConfig.model_validate(doc)
 
 
 def _policies(store: ArtifactStore) -> list[str]:
@@ -86,29 +82,7 @@ def verify_user_config(cfg: UserConfig) -> None:
         check_thresholds(read_model_meta(folder)["categories"], spec.thresholds)
 
 
-IMPORT_PATH = "harmguard.serving.app:build_app"
 _APPLY_TIMEOUT_S = 120.0
-
-
-def serve_config(args: ServeArgs, app_name: str = "harmguard") -> dict[str, Any]:
-    """The declarative Serve config (the shape of ``ray/serve_config.yaml`` and a RayService's serveConfigV2).
-
-    The model and thresholds go in ``deployments[Classifier].user_config``, not in ``args``: Serve then applies a
-    change as a lightweight ``reconfigure`` of the running replicas instead of replacing them.
-    """
-    if args.user_config is None:
-        raise ServeError("no user_config: nothing to serve")
-    return {
-        "applications": [
-            {
-                "name": app_name,
-                "route_prefix": "/",
-                "import_path": IMPORT_PATH,
-                "args": args.model_dump(mode="json", exclude={"user_config"}),
-                "deployments": [{"name": MODEL_DEPLOYMENT, "user_config": args.user_config.dump()}],
-            }
-        ]
-    }
 
 
 def deploy_app(args: ServeArgs, *, app_name: str = "harmguard", verify: bool = True) -> None:
@@ -136,7 +110,7 @@ def deploy_app(args: ServeArgs, *, app_name: str = "harmguard", verify: bool = T
     client = _get_global_client()
     if client is None:
         raise ServeError("Serve is not running (call start_app first)")
-    client.deploy_apps(ServeDeploySchema.model_validate(serve_config(args, app_name)), _blocking=True)
+    client.deploy_apps(ServeDeploySchema.model_validate(build_serve_config(args, app_name=app_name)), _blocking=True)
     handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name)
     deadline = time.monotonic() + _APPLY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -295,3 +269,17 @@ def stop_local_server(store: ArtifactStore, timeout_s: float = 60.0) -> dict[str
         time.sleep(0.2)
     _remove_endpoint(store)
     return dict(doc)
+
+
+def find_local_server(store: ArtifactStore) -> dict[str, Any] | None:
+    """The running local server's endpoint document, or None when none is announced or its process is gone."""
+    try:
+        doc = json.loads(store.read_bytes(ENDPOINT_KEY))
+    except FileNotFoundError:
+        return None
+    if not doc.get("user_config_url"):
+        return None
+    pid = doc.get("pid")
+    if isinstance(pid, int) and not _alive(pid):
+        return None
+    return doc

@@ -6,62 +6,12 @@ swaps one reference, so a batch that started on the old model finishes on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harmguard.decisions import ScoredTexts, check_thresholds, decide
-from harmguard.digests import model_digest
-from harmguard.models import Classifier, load_model
-from harmguard.serving.config import ModelSpec
-
-
-class ModelDigestMismatch(ValueError):
-    """The model folder's files hash to another digest than the one the config expects: the swap is refused."""
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A verified model with the thresholds it decides at."""
-
-    spec: ModelSpec
-    model: Classifier
-
-
-def local_model_dir(uri: str) -> Path:
-    """The local folder of a model URI (a path, file://, or gs://: downloaded and verified into the cache)."""
-    if uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    if uri.startswith("gs://"):
-        from harmguard.gcs import download_model
-
-        return download_model(uri)  # only a complete, digest-checked tree; TamperedModelError otherwise
-    if "://" in uri:
-        raise NotImplementedError(f"serving a model from {uri} is not supported yet (issue #8): use a local path")
-    return Path(uri)
-
-
-def verify_model_dir(uri: str, expected_digest: str) -> Path:
-    """Recompute the model digest of a folder; ModelDigestMismatch when it is not the expected one."""
-    folder = local_model_dir(uri)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {folder} does not exist")
-    actual = model_digest(folder)
-    if actual != expected_digest:
-        raise ModelDigestMismatch(f"model at {uri} hashes to {actual}, not the expected {expected_digest}; refused")
-    return folder
-
-
-def load_spec(spec: ModelSpec, cache: dict[str, Classifier]) -> Loaded:
-    """Load (or reuse from ``cache``, keyed by digest) a verified model and check its thresholds fit it."""
-    model = cache.get(spec.model_digest)
-    if model is None:
-        model = load_model(verify_model_dir(spec.model_uri, spec.model_digest))
-    check_thresholds(model.categories, spec.thresholds)
-    cache[spec.model_digest] = model
-    return Loaded(spec, model)
+from harmguard.models.decide import ScoredTexts, decide
+from harmguard.models.loading import Loaded
 
 
 def _split(rows: list[Any], sizes: list[int]) -> list[list[Any]]:

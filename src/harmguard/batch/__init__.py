@@ -1,0 +1,1 @@
+"""Batch scoring with Ray Data, and the committed Parquet output it writes."""

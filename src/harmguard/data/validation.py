@@ -1,0 +1,286 @@
+"""Data validation with Great Expectations 1.x: one suite per policy, run on the whole snapshot.
+
+Each expectation carries its intent. Checks that compare rows with each other (duplicates, leakage between splits,
+prevalence) run on helper columns computed here, so Great Expectations still decides pass/fail and the report can
+list the offending rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from harmguard.data.snapshot import normalize_text, split_counts
+from harmguard.policy import SPLITS, Policy
+
+EXAMPLES = 5
+TEXT_CHARS = 200
+
+
+@dataclass
+class CheckResult:
+    """One expectation's outcome, readable without Great Expectations."""
+
+    name: str
+    intent: str
+    expectation: str
+    column: str | None
+    success: bool
+    observed: Any
+    unexpected_count: int | None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValidationResult:
+    """The whole suite's outcome."""
+
+    success: bool
+    checks: list[CheckResult]
+    rows: int
+    counts: dict[str, dict[str, int]]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        """Checks that failed."""
+        return [c for c in self.checks if not c.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "success": self.success,
+            "rows": self.rows,
+            "counts": self.counts,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def summary(self) -> str:
+        """One line per failed check (or a pass line)."""
+        if self.success:
+            return f"all {len(self.checks)} data checks passed on {self.rows} rows"
+        return "; ".join(f"{c.name}: {describe(c)}" for c in self.failed)
+
+
+def describe(check: CheckResult) -> str:
+    """A short human description of what was observed."""
+    if check.unexpected_count:
+        return f"{check.unexpected_count} offending rows"
+    return f"observed {check.observed}"
+
+
+def truncate(text: Any, limit: int = TEXT_CHARS, redact: bool = False) -> str:
+    """A text as reports show it: truncated, or redacted entirely."""
+    if redact:
+        return "[redacted]"
+    s = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def add_helper_columns(frame: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """Columns the suite needs: normalized text, group split count, class indicators, split indicators."""
+    out = frame.reset_index(drop=True)
+    out["_pos"] = range(len(out))  # unique position: row ids from the source may repeat
+    out["norm"] = out["text"].fillna("").map(normalize_text)
+    # leakage: how many different splits each normalized text appears in (1 means no leakage)
+    out["norm_splits"] = out.groupby("norm")["split"].transform("nunique").astype(int)
+    out["norm_repeat"] = out["norm"].duplicated(keep=False)
+    for cat in policy.categories:
+        labels = out["label"].fillna("").astype(str)
+        out[f"is_{cat}"] = labels.str.split("|").map(lambda parts, c=cat: c in parts).astype(float)
+    for split in SPLITS:
+        out[f"in_{split}"] = (out["split"] == split).astype(int)
+    return out
+
+
+def build_checks(policy: Policy, frame: pd.DataFrame) -> list[tuple[str, str, Any]]:
+    """The suite as (name, intent, expectation) triples."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    v = policy.validation
+    labels = policy.classes if policy.label_mode == "exclusive" else None
+    checks: list[tuple[str, str, Any]] = [
+        # schema: the snapshot carries the columns every later step reads
+        (
+            "schema",
+            "the snapshot has row_id, text, label and split columns",
+            e.ExpectTableColumnsToMatchSet(column_set=["row_id", "text", "label", "split"], exact_match=False),
+        ),
+        # size: enough rows to train and evaluate on
+        ("row_count", f"at least {v.min_rows} rows", e.ExpectTableRowCountToBeBetween(min_value=v.min_rows)),
+        # non-empty text: a missing text cannot be classified or learned from
+        ("text_not_null", "every row has a text", e.ExpectColumnValuesToNotBeNull(column="text")),
+        (
+            "text_not_blank",
+            "no text is empty or only whitespace",
+            e.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$"),
+        ),
+        # length bounds: outliers are usually parse errors (a whole file in one cell) or truncation
+        (
+            "text_length",
+            f"texts are {v.min_text_length}-{v.max_text_length} characters",
+            e.ExpectColumnValueLengthsToBeBetween(
+                column="text", min_value=v.min_text_length, max_value=v.max_text_length
+            ),
+        ),
+        # label set: an unknown label is a mapping error or a new category nobody has decided on
+        (
+            "split_values",
+            f"split is one of {list(SPLITS)}",
+            e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        ),
+        # duplicates: heavy duplication inflates metrics and weights some texts more than others
+        (
+            "duplicate_rate",
+            f"at most {v.max_duplicate_rate:.0%} of rows repeat another row's normalized text",
+            e.ExpectColumnProportionOfUniqueValuesToBeBetween(column="norm", min_value=1 - v.max_duplicate_rate),
+        ),
+        # leakage: no normalized text in two splits, or test metrics measure memory instead of generalization
+        (
+            "leakage",
+            "no normalized text appears in more than one split",
+            e.ExpectColumnValuesToBeBetween(column="norm_splits", max_value=1),
+        ),
+    ]
+    if labels is not None:
+        checks.insert(
+            5,
+            (
+                "label_set",
+                f"labels are among {labels}",
+                e.ExpectColumnValuesToBeInSet(column="label", value_set=labels),
+            ),
+        )
+    else:
+        for cat in policy.categories:
+            # multilabel label set: each indicator column holds 0 or 1
+            checks.append(
+                (
+                    f"label_{cat}",
+                    f"{cat} indicator is 0 or 1",
+                    e.ExpectColumnValuesToBeInSet(column=f"y_{cat}", value_set=[0, 1]),
+                )
+            )
+    for split in SPLITS:
+        # split sizes: every split must be big enough for its job (fit, calibrate, measure)
+        checks.append(
+            (
+                f"{split}_rows",
+                f"{split} split has at least {v.min_split_rows} rows",
+                e.ExpectColumnSumToBeBetween(column=f"in_{split}", min_value=v.min_split_rows),
+            )
+        )
+    for cat, (lo, hi) in v.prevalence.items():
+        # prevalence: a class rate far from the usual one signals a labeling or sampling change
+        checks.append(
+            (
+                f"prevalence_{cat}",
+                f"{cat} is {lo:.1%}-{hi:.1%} of rows",
+                e.ExpectColumnMeanToBeBetween(column=f"is_{cat}", min_value=lo, max_value=hi),
+            )
+        )
+    if v.min_agreement is not None and "agreement" in frame.columns:
+        # annotator agreement: low agreement means noisy labels the model will learn
+        checks.append(
+            (
+                "agreement",
+                f"mean annotator agreement >= {v.min_agreement:.0%}",
+                e.ExpectColumnMeanToBeBetween(column="agreement", min_value=v.min_agreement),
+            )
+        )
+    return checks
+
+
+def _offending_mask(name: str, frame: pd.DataFrame, policy: Policy) -> pd.Series | None:
+    """Rows to show for aggregate checks that do not list unexpected rows themselves."""
+    if name == "duplicate_rate":
+        return frame["norm_repeat"]
+    if name == "agreement":
+        return frame["agreement"] < 0.5
+    if name.endswith("_rows") and name.removesuffix("_rows") in SPLITS:
+        return None
+    return None
+
+
+def validate_snapshot(frame: pd.DataFrame, policy: Policy, *, redact: bool = False) -> ValidationResult:
+    """Run the policy's suite on a snapshot frame."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # never phone home from a pipeline step
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    data = add_helper_columns(frame, policy)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # our own progress lives in the CLI
+    batch_def = (
+        ctx.data_sources.add_pandas("snapshot").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("all")
+    )
+    named = build_checks(policy, data)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{policy.name}-data"))
+    for _, _, exp in named:
+        suite.add_expectation(exp)
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{policy.name}-data", data=batch_def, suite=suite)
+    )
+    run = vd.run(
+        batch_parameters={"dataframe": data},
+        result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["_pos"]},
+    )
+    by_id = {r.expectation_config.id: r for r in run.results if r.expectation_config is not None}
+    checks = []
+    for (name, intent, exp), configured in zip(named, suite.expectations, strict=True):
+        r = by_id[configured.id]
+        res = r.result or {}
+        idx = res.get("partial_unexpected_index_list") or []
+        positions = [i["_pos"] if isinstance(i, dict) else i for i in idx]
+        examples: list[dict[str, Any]] = []
+        if positions:
+            rows = data.iloc[positions[:EXAMPLES]]
+        else:
+            mask = _offending_mask(name, data, policy) if not r.success else None
+            rows = data[mask].head(EXAMPLES) if mask is not None else data.iloc[0:0]
+        for _, row in rows.iterrows():
+            examples.append(
+                {
+                    "row_id": str(row["row_id"]),
+                    "split": str(row["split"]),
+                    "label": str(row["label"]),
+                    "text": truncate(row["text"], redact=redact),
+                }
+            )
+        observed = res.get("observed_value")
+        if observed is None and "unexpected_count" in res:
+            observed = f"{res['unexpected_count']} of {res.get('element_count')} rows"
+        checks.append(
+            CheckResult(
+                name=name,
+                intent=intent,
+                expectation=exp.expectation_type,
+                column=getattr(exp, "column", None),
+                success=bool(r.success),
+                observed=_jsonable(observed),
+                unexpected_count=res.get("unexpected_count"),
+                examples=examples,
+            )
+        )
+
+    return ValidationResult(
+        success=all(c.success for c in checks), checks=checks, rows=len(frame), counts=split_counts(frame)
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (list, tuple, set)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)

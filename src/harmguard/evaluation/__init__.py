@@ -1,0 +1,1 @@
+"""Evaluation on frozen data: metrics, calibration, fairness, functional tests, evasion, significance, the gate."""

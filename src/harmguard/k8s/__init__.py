@@ -1,0 +1,1 @@
+"""Kubernetes: Argo and KubeRay manifests, cluster settings, the RayJob launcher, offline CRD validation."""

@@ -1,0 +1,462 @@
+"""Argo Workflows objects, written with Hera: the weekly retraining CronWorkflow, batch scoring, and their RBAC.
+
+Argo schedules; Kubeflow Pipelines runs the pipelines. Every step runs the one harmguard image and calls the CLI:
+
+- ``harmguard-retrain``: ``harmguard submit --pipeline training --wait`` runs the training pipeline on KFP under
+  the workflow's name as run id; ``python -m harmguard.k8s.argo outcome`` reads that run's blessing and registration
+  from the registry; a blessed version suspends the workflow for a human decision (``approve`` YES/NO,
+  ``approver``, ``reason``, supplied with ``argo resume`` / ``argo node set`` or the UI). The decision is recorded
+  with ``harmguard approve`` / ``harmguard reject`` (the registry's audit log, the same trail a CLI approval
+  leaves); a YES then runs the promotion pipeline, whose first step verifies that approval. No decision before
+  the approval timeout resumes with the defaults, i.e. a rejection by ``argo:approval-timeout``. No pod is held
+  while waiting.
+- ``harmguard-batch-score``: ``harmguard submit --pipeline scoring --wait`` on the champion, daily.
+
+Both use Argo v4's ``schedules`` list, a timezone, ``concurrencyPolicy: Forbid``, a starting deadline and
+history limits; steps that talk to services retry with exponential backoff; an exit handler reports a failed
+run (log line, and a JSON POST to ``notify-url`` when one is given). Pods run as the ``harmguard-argo``
+ServiceAccount, whose Role only lets Argo's executor write task results.
+
+``python -m harmguard.k8s.argo`` holds the two small step helpers (``outcome``, ``notify``); ``build_*`` functions
+return Hera objects and ``*_manifest`` functions plain dicts, which ``harmguard.k8s.manifests`` renders to YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harmguard.k8s.common import (
+    PART_OF,
+    gcs_credentials,
+    pod_security_context,
+    resources,
+    restricted_security_context,
+    settings_env_from,
+)
+from harmguard.registry.runs import read_record
+from harmguard.settings import DEFAULT_IMAGE, load_settings
+from harmguard.storage import open_store
+
+TIMEOUT_APPROVER = "argo:approval-timeout"
+TIMEOUT_REASON = "no decision before the approval timeout"
+GCS_MOUNT_PATH = "/var/secrets/google"
+
+
+class ArgoConfig(BaseModel):
+    """Settings of the rendered CronWorkflows (defaults: what ``manifests/argo/`` holds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str = Field(default="harmguard", description="Namespace of the CronWorkflows and their pods.")
+    image: str = Field(default=DEFAULT_IMAGE, description="Pinned harmguard image every step runs.")
+    service_account: str = Field(default="harmguard-argo", description="ServiceAccount of the workflow pods.")
+    kfp_host: str = Field(
+        default="http://ml-pipeline.kubeflow.svc.cluster.local:8888", description="KFP API the steps submit to."
+    )
+    policy: str = Field(default="davidson2017", description="Policy retrained and scored.")
+    timezone: str = Field(default="Etc/UTC", description="Timezone of the schedules.")
+    retrain_schedules: tuple[str, ...] = Field(default=("0 3 * * 1",), description="Mondays 03:00.")
+    score_schedules: tuple[str, ...] = Field(default=("30 4 * * *",), description="Daily 04:30.")
+    approval_timeout: str = Field(default="72h", description="How long a blessed version waits for a decision.")
+    starting_deadline_seconds: int = Field(
+        default=3600, ge=0, description="A schedule missed by more than this (controller down) is skipped."
+    )
+    successful_history: int = Field(default=3, ge=0, description="Finished workflows kept.")
+    failed_history: int = Field(default=5, ge=0, description="Failed workflows kept.")
+    settings_config_map: str | None = Field(
+        default="harmguard-settings", description="ConfigMap giving HARMGUARD_HOME and MLFLOW_TRACKING_URI."
+    )
+    gcs_secret: str | None = Field(
+        default="harmguard-gcs", description="Secret with a GCS key as key.json (None: Workload Identity)."
+    )
+    score_input_uri: str = Field(
+        default="gs://harmguard-data/inbox/latest.parquet", description="File the daily scoring reads."
+    )
+    score_output_prefix: str = Field(
+        default="gs://harmguard-data/scores", description="Scores go to <prefix>/<date>/ (one folder per day)."
+    )
+
+
+# --- step helpers (run inside the workflow pods) -------------------------------------------------------------------
+
+
+def training_outcome(store: Any, run_id: str) -> dict[str, Any]:
+    """What the training run ``run_id`` produced: ``{"run_id", "blessed", "version", "reasons"}``.
+
+    Read from the run's records (``runs/<run-id>/blessing.json``, ``registration.json``); a blessed run without a
+    registered version is an error (the pipeline failed between the gate and the registry).
+
+    Raises:
+        LookupError: When the run left no blessing, or was blessed but registered nothing.
+    """
+    blessing = read_record(store, run_id, "blessing")
+    if blessing is None:
+        raise LookupError(f"run {run_id} has no blessing record (runs/{run_id}/blessing.json): did it reach the gate?")
+    registration = read_record(store, run_id, "registration") or {}
+    blessed = bool(blessing.get("blessed"))
+    version = registration.get("version")
+    if blessed and not version:
+        raise LookupError(f"run {run_id} was blessed but registered no version (runs/{run_id}/registration.json)")
+    return {"run_id": run_id, "blessed": blessed, "version": version or "", "reasons": blessing.get("reasons", [])}
+
+
+def write_outputs(values: dict[str, Any], out_dir: Path) -> None:
+    """One file per value (Argo output parameters read them with ``valueFrom.path``); booleans as true/false."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else value
+        text = text if isinstance(text, str) else json.dumps(text)
+        (out_dir / key).write_text(text)
+
+
+def failure_message(workflow: str, status: str, failures: str) -> str:
+    """One line saying which workflow ended how, with each failed step and its message."""
+    try:
+        nodes = json.loads(failures) if failures.strip() else []
+    except ValueError:
+        nodes = []
+    details = "; ".join(f"{n.get('displayName', '?')}: {n.get('message', '')}".strip() for n in nodes or [])
+    return f"workflow {workflow} ended {status}" + (f": {details}" if details else "")
+
+
+def notify(message: str, url: str | None, timeout_s: float = 10.0) -> None:
+    """Print ``message`` to stderr and, with a ``url``, POST ``{"text": message}`` (a Slack-style webhook).
+
+    Raises:
+        OSError: When the webhook does not answer 2xx (the exit handler then fails too, and Argo shows both).
+    """
+    print(message, file=sys.stderr, flush=True)
+    if not url:
+        return
+    request = urllib.request.Request(
+        url, data=json.dumps({"text": message}).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (the operator's URL)
+        if not 200 <= response.status < 300:
+            raise OSError(f"webhook {url} answered {response.status}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harmguard.k8s.argo outcome RUN_ID OUT_DIR`` | ``notify WORKFLOW STATUS FAILURES [--url URL]``."""
+    parser = argparse.ArgumentParser(prog="python -m harmguard.k8s.argo", description="Step helpers of the workflows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    outcome = sub.add_parser("outcome", help="Write blessed/version of a training run as output files.")
+    outcome.add_argument("run_id")
+    outcome.add_argument("out_dir", type=Path)
+    report = sub.add_parser("notify", help="Report a workflow that did not succeed.")
+    report.add_argument("workflow")
+    report.add_argument("status")
+    report.add_argument("failures", nargs="?", default="")
+    report.add_argument("--url", default="")
+    args = parser.parse_args(argv)
+    if args.command == "outcome":
+        try:
+            result = training_outcome(open_store(load_settings().home), args.run_id)
+        except LookupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        write_outputs({k: result[k] for k in ("blessed", "version")}, args.out_dir)
+        print(json.dumps(result))
+        return 0
+    notify(failure_message(args.workflow, args.status, args.failures), args.url or None)
+    return 0
+
+
+# --- building the workflows ----------------------------------------------------------------------------------------
+
+
+def _container_kwargs(cfg: ArgoConfig, cpu: str, memory: str) -> dict[str, Any]:
+    """What every step container shares: image, settings, credentials, resources, hardening."""
+    from hera.workflows import models as m
+
+    _, mounts, cred_env = gcs_credentials(cfg.gcs_secret, GCS_MOUNT_PATH)
+    env = [*cred_env, {"name": "HARMGUARD_IMAGE", "value": cfg.image}]  # KFP steps run this same image
+    return {
+        "image": cfg.image,
+        "image_pull_policy": "IfNotPresent",
+        "env": [m.EnvVar.model_validate(e) for e in env],
+        "env_from": [m.EnvFromSource.model_validate(e) for e in settings_env_from(cfg.settings_config_map)] or None,
+        "volume_mounts": [m.VolumeMount.model_validate(v) for v in mounts] or None,
+        "resources": m.ResourceRequirements.model_validate(resources(cpu, memory)),
+        "security_context": m.SecurityContext.model_validate(restricted_security_context()),
+    }
+
+
+def _retry(policy: str = "Always", limit: int = 3) -> Any:
+    from hera.workflows import RetryStrategy
+    from hera.workflows import models as m
+    from hera.workflows.models.io.k8s.apimachinery.pkg.util.intstr import IntOrString
+
+    # 30 s, 60 s, 120 s ... capped at 10 min between tries.
+    return RetryStrategy(
+        limit=limit, retry_policy=policy, backoff=m.Backoff(duration="30s", factor=IntOrString(2), max_duration="10m")
+    )
+
+
+def _workflow_kwargs(cfg: ArgoConfig, name: str, component: str, schedules: Sequence[str]) -> dict[str, Any]:
+    from hera.workflows import models as m
+
+    volumes, _, _ = gcs_credentials(cfg.gcs_secret, GCS_MOUNT_PATH)
+    labels = {**PART_OF, "app.kubernetes.io/component": component}
+    return {
+        "name": name,
+        "namespace": cfg.namespace,
+        "labels": labels,
+        "schedules": list(schedules),
+        "timezone": cfg.timezone,
+        "concurrency_policy": "Forbid",
+        "starting_deadline_seconds": cfg.starting_deadline_seconds,
+        "successful_jobs_history_limit": cfg.successful_history,
+        "failed_jobs_history_limit": cfg.failed_history,
+        "service_account_name": cfg.service_account,
+        "security_context": m.PodSecurityContext.model_validate(pod_security_context()),
+        "pod_metadata": m.Metadata(labels=labels),
+        "pod_gc": m.PodGC(strategy="OnPodSuccess"),
+        "ttl_strategy": m.TTLStrategy(seconds_after_completion=7 * 24 * 3600),
+        "volumes": [m.Volume.model_validate(v) for v in volumes] or None,
+        "on_exit": "exit-handler",
+    }
+
+
+def _exit_handler(cfg: ArgoConfig) -> None:
+    """Templates ``exit-handler`` (always runs) and ``notify-failure`` (only when the workflow did not succeed)."""
+    from hera.workflows import Container, Step, Steps
+
+    notify_failure = Container(
+        name="notify-failure",
+        command=["python", "-m", "harmguard.k8s.argo", "notify"],
+        args=[
+            "{{workflow.name}}",
+            "{{workflow.status}}",
+            "{{workflow.failures}}",
+            "--url",
+            "{{workflow.parameters.notify-url}}",
+        ],
+        retry_strategy=_retry(),
+        **_container_kwargs(cfg, "100m", "256Mi"),
+    )
+    with Steps(name="exit-handler"):
+        Step(name="notify", template=notify_failure, when="{{workflow.status}} != Succeeded")
+
+
+def _submit_args(pipeline: str, params: dict[str, str], by: str, timeout_s: int) -> list[str]:
+    """``harmguard submit ... --wait``: exits non-zero unless the KFP run succeeded within ``timeout_s``."""
+    args = ["submit", "--host", "{{workflow.parameters.kfp-host}}", "--pipeline", pipeline]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value}"]
+    return [*args, "--by", by, "--wait", "--timeout", str(timeout_s), "--json"]
+
+
+def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
+    """The weekly retraining CronWorkflow (a Hera ``CronWorkflow``): train -> approval -> record -> promote."""
+    from hera.workflows import Container, CronWorkflow, Parameter, Step, Steps, Suspend
+    from hera.workflows import models as m
+
+    cfg = cfg or ArgoConfig()
+    arguments = [
+        Parameter(name="policy", value=cfg.policy, description="Policy to retrain."),
+        Parameter(name="family", value="baseline", enum=["baseline", "transformer"], description="Model family."),
+        Parameter(name="data-uri", value="", description="Data to train on (empty: the policy's datasets)."),
+        Parameter(name="kfp-host", value=cfg.kfp_host, description="KFP API endpoint."),
+        Parameter(name="notify-url", value="", description="Webhook told about failed runs (empty: log only)."),
+    ]
+    with CronWorkflow(
+        entrypoint="retrain",
+        arguments=arguments,
+        # Training (<= 1 day) + the approval wait + promotion; a workflow past this is failed and reported.
+        active_deadline_seconds=5 * 24 * 3600,
+        **_workflow_kwargs(cfg, "harmguard-retrain", "retraining", cfg.retrain_schedules),
+    ) as workflow:
+        submit_training = Container(
+            name="submit-training",
+            command=["harmguard"],
+            args=_submit_args(
+                "training",
+                {
+                    "policy": "{{workflow.parameters.policy}}",
+                    "family": "{{workflow.parameters.family}}",
+                    "data_uri": "{{workflow.parameters.data-uri}}",
+                    "run_id": "{{workflow.name}}",  # the training run's id: the next step finds its records
+                },
+                "argo:{{workflow.name}}",
+                24 * 3600,
+            ),
+            # Only Argo-level errors (pod evicted, node lost) are retried: a failed training run is not resubmitted.
+            retry_strategy=_retry("OnError", limit=2),
+            active_deadline_seconds=25 * 3600,
+            **_container_kwargs(cfg, "500m", "1Gi"),
+        )
+        outcome = Container(
+            name="training-outcome",
+            command=["python", "-m", "harmguard.k8s.argo", "outcome", "{{workflow.name}}", "/tmp/outcome"],
+            outputs=[
+                Parameter(name="blessed", value_from=m.ValueFrom(path="/tmp/outcome/blessed")),
+                Parameter(name="version", value_from=m.ValueFrom(path="/tmp/outcome/version")),
+            ],
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "250m", "512Mi"),
+        )
+        decision = [
+            ("approve", "NO", ["YES", "NO"], "YES promotes the version; NO (also on timeout) rejects it."),
+            ("approver", TIMEOUT_APPROVER, None, "Who decides (must differ from who started the run)."),
+            ("reason", TIMEOUT_REASON, None, "Why; kept in the audit log."),
+        ]
+        approval = Suspend(
+            name="approval",
+            # After this the node resumes by itself and the outputs take their defaults: a rejection.
+            duration=cfg.approval_timeout,
+            inputs=[Parameter(name=n, default=d, enum=e, description=t) for n, d, e, t in decision],
+            outputs=[
+                Parameter(name=n, description=t, value_from=m.ValueFrom(supplied=m.SuppliedValueFrom(), default=d))
+                for n, d, _, t in decision
+            ],
+        )
+        by = "{{steps.await-approval.outputs.parameters.approver}}"
+        reason = "{{steps.await-approval.outputs.parameters.reason}}"
+        version = "{{inputs.parameters.version}}"
+        record_approval = Container(
+            name="record-approval",
+            inputs=[Parameter(name="version"), Parameter(name="approver"), Parameter(name="reason")],
+            command=["harmguard", "approve", version],
+            args=["--by", "{{inputs.parameters.approver}}", "--reason", "{{inputs.parameters.reason}}"],
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "500m", "1Gi"),
+        )
+        record_rejection = Container(
+            name="record-rejection",
+            inputs=[Parameter(name="version"), Parameter(name="approver"), Parameter(name="reason")],
+            command=["harmguard", "reject", version],
+            args=["--by", "{{inputs.parameters.approver}}", "--reason", "{{inputs.parameters.reason}}"],
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "500m", "1Gi"),
+        )
+        submit_promotion = Container(
+            name="submit-promotion",
+            inputs=[Parameter(name="version"), Parameter(name="approver")],
+            command=["harmguard"],
+            args=_submit_args(
+                "promotion",
+                {"version": version, "run_id": "{{workflow.name}}-promote"},
+                "{{inputs.parameters.approver}}",
+                3 * 3600,
+            ),
+            retry_strategy=_retry("OnError", limit=2),
+            active_deadline_seconds=3 * 3600 + 600,
+            **_container_kwargs(cfg, "500m", "1Gi"),
+        )
+        decided = {"version": version, "approver": by, "reason": reason}
+        with Steps(name="review", inputs=[Parameter(name="version")]) as review:
+            Step(name="await-approval", template=approval)
+            with review.parallel():  # one of the two runs, the other is skipped
+                yes = "{{steps.await-approval.outputs.parameters.approve}} == YES"
+                no = "{{steps.await-approval.outputs.parameters.approve}} != YES"
+                Step(name="approve", template=record_approval, arguments=decided, when=yes)
+                Step(name="reject", template=record_rejection, arguments=decided, when=no)
+            Step(
+                name="promote",
+                template=submit_promotion,
+                arguments={"version": version, "approver": by},
+                when=yes,
+            )
+        with Steps(name="retrain"):
+            Step(name="train", template=submit_training)
+            Step(name="outcome", template=outcome)
+            Step(
+                name="review",
+                template="review",
+                arguments={"version": "{{steps.outcome.outputs.parameters.version}}"},
+                when="{{steps.outcome.outputs.parameters.blessed}} == true",
+            )
+        _exit_handler(cfg)
+    return workflow
+
+
+def build_score_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
+    """The daily batch-scoring CronWorkflow: the scoring pipeline on the champion, into a folder per day."""
+    from hera.workflows import Container, CronWorkflow, Parameter, Step, Steps
+
+    cfg = cfg or ArgoConfig()
+    arguments = [
+        Parameter(name="policy", value=cfg.policy, description="Policy whose champion scores."),
+        Parameter(name="version", value="", description="Score with this version instead of the champion."),
+        Parameter(name="input-uri", value=cfg.score_input_uri, description="CSV, Parquet or JSONL to score."),
+        Parameter(name="output-prefix", value=cfg.score_output_prefix, description="Scores go to <prefix>/<date>."),
+        Parameter(name="id-column", value="id", description="Column of the input holding the row ids."),
+        Parameter(name="text-column", value="text", description="Column of the input holding the texts."),
+        Parameter(name="kfp-host", value=cfg.kfp_host, description="KFP API endpoint."),
+        Parameter(name="notify-url", value="", description="Webhook told about failed runs (empty: log only)."),
+    ]
+    day = "{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}-{{workflow.creationTimestamp.d}}"
+    with CronWorkflow(
+        entrypoint="score",
+        arguments=arguments,
+        active_deadline_seconds=12 * 3600,
+        **_workflow_kwargs(cfg, "harmguard-batch-score", "batch-scoring", cfg.score_schedules),
+    ) as workflow:
+        submit_scoring = Container(
+            name="submit-scoring",
+            command=["harmguard"],
+            args=_submit_args(
+                "scoring",
+                {
+                    "policy": "{{workflow.parameters.policy}}",
+                    "version": "{{workflow.parameters.version}}",
+                    "input_uri": "{{workflow.parameters.input-uri}}",
+                    "output_uri": "{{workflow.parameters.output-prefix}}/" + day,
+                    "id_column": "{{workflow.parameters.id-column}}",
+                    "text_column": "{{workflow.parameters.text-column}}",
+                },
+                "argo:{{workflow.name}}",
+                10 * 3600,
+            ),
+            # The scoring step commits its output folder only when complete, so a rerun after an error is safe.
+            retry_strategy=_retry("Always", limit=2),
+            active_deadline_seconds=11 * 3600,
+            **_container_kwargs(cfg, "500m", "1Gi"),
+        )
+        with Steps(name="score"):
+            Step(name="score", template=submit_scoring)
+        _exit_handler(cfg)
+    return workflow
+
+
+def rbac_manifests(cfg: ArgoConfig | None = None) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding of the workflow pods (least privilege).
+
+    The steps only talk to KFP over HTTP and to the artifact store; the Kubernetes API is used by Argo's executor
+    alone, which (Argo >= 3.4, emissary) needs to create and patch ``workflowtaskresults`` and nothing else.
+    """
+    cfg = cfg or ArgoConfig()
+    labels = {**PART_OF, "app.kubernetes.io/component": "workflows"}
+    meta = {"name": cfg.service_account, "namespace": cfg.namespace, "labels": labels}
+    role = f"{cfg.service_account}-executor"
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": True},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {**meta, "name": role},
+            "rules": [
+                {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {**meta, "name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": cfg.service_account, "namespace": cfg.namespace}],
+        },
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Render the cluster objects into ``manifests/`` (``harmguard compile``), deterministically, with comments.
+
+| file | objects | built by |
+|---|---|---|
+| ``argo/cron-workflow.retrain.yaml`` | CronWorkflow ``harmguard-retrain`` | ``harmguard.k8s.argo`` (Hera) |
+| ``argo/cron-workflow.score.yaml`` | CronWorkflow ``harmguard-batch-score`` | ``harmguard.k8s.argo`` (Hera) |
+| ``argo/rbac.workflows.yaml`` | ServiceAccount, Role, RoleBinding of the workflow pods | ``harmguard.k8s.argo`` |
+| ``kuberay/ray-job.train.yaml`` | RayJob ``harmguard-train`` | ``harmguard.k8s.kuberay`` |
+| ``kuberay/ray-service.classifier.yaml`` | RayService ``harmguard-classifier`` | ``harmguard.k8s.kuberay`` |
+
+The YAML is plain block style (multi-line strings as literal blocks, no anchors), keys in a readable order, a
+header naming the source, and a comment on each non-obvious field. The golden tests compare a fresh render with
+the committed files byte for byte, and validate every object against the pinned schemas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harmguard.digests import thresholds_version
+from harmguard.k8s.argo import ArgoConfig, build_retrain_cron_workflow, build_score_cron_workflow, rbac_manifests
+from harmguard.k8s.cluster import CLUSTER
+from harmguard.k8s.common import hardening_problems, is_pinned
+from harmguard.k8s.kuberay import rayjob_manifest, rayservice_manifest, train_entrypoint
+from harmguard.lineage import project_root
+from harmguard.settings import DEFAULT_IMAGE
+
+# Keys first in every mapping, in this order; the others keep the order their builder gave them.
+_KEY_ORDER = ("apiVersion", "kind", "metadata", "name", "generateName", "namespace", "labels", "annotations", "spec")
+# Placeholders of the committed manifests (the launcher and the promotion patch replace them per run).
+EXAMPLE_BUCKET = "gs://harmguard-data"
+EXAMPLE_DIGEST = "0" * 64
+EXAMPLE_THRESHOLDS = {"hate": 0.5, "offensive": 0.5}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, literal blocks for multi-line strings, never anchors/aliases (shared dicts are repeated)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def ordered(value: Any) -> Any:
+    """``value`` with every mapping's keys in the readable order (``_KEY_ORDER`` first)."""
+    if isinstance(value, Mapping):
+        first = [k for k in _KEY_ORDER if k in value]
+        return {k: ordered(value[k]) for k in [*first, *(k for k in value if k not in first)]}
+    if isinstance(value, list):
+        return [ordered(v) for v in value]
+    return value
+
+
+def dump_yaml(docs: Sequence[Mapping[str, Any]]) -> str:
+    """Documents as YAML text (``---`` between documents)."""
+    return yaml.dump_all(
+        [ordered(d) for d in docs], Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120
+    )
+
+
+def add_comments(text: str, comments: Sequence[tuple[str, str]]) -> str:
+    """Append ``# comment`` to the first line (after the previous match) whose key is ``key``.
+
+    A key written ``parent > key`` matches ``key`` only after a line whose key is ``parent``; ``name=x`` matches
+    the line ``name: x``; a bare value matches a list item ``- value``. Lines inside literal blocks (``|``) are
+    never touched: a comment there would change the string.
+
+    Raises:
+        ValueError: When a key is not found (a renamed field must not silently lose its comment).
+    """
+    lines = text.split("\n")
+    commentable: list[int] = []
+    block_indent: int | None = None
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip(" "))
+        if block_indent is not None:
+            if line.strip() and indent <= block_indent:
+                block_indent = None
+            else:
+                continue
+        commentable.append(i)
+        if re.search(r":\s*\|[-+]?$", line):
+            block_indent = indent
+    done: set[int] = set()
+    for spec, comment in comments:
+        *parents, key = spec.split(" > ")
+        start = 0
+        for parent in parents:
+            start = _find(lines, commentable, parent, start, spec) + 1
+        i = _find(lines, commentable, key, start, spec, skip=done)
+        lines[i] += f"  # {comment}"
+        done.add(i)
+    return "\n".join(lines)
+
+
+def _find(lines: list[str], candidates: list[int], key: str, start: int, spec: str, skip: Collection[int] = ()) -> int:
+    if "=" in key:  # key=value: a line `key: value` (e.g. name=approval)
+        key, value = key.split("=", 1)
+        pattern = re.compile(rf"^\s*(- )?{re.escape(key)}: {re.escape(value)}$")
+    else:  # key: a line `key: ...`, or a list item `- key`
+        pattern = re.compile(rf"^\s*(- )?{re.escape(key)}(:( |$)|$)")
+    for i in candidates:
+        if i >= start and i not in skip and pattern.match(lines[i]):
+            return i
+    raise ValueError(f"no line with key {key!r} (comment {spec!r})")
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One rendered file: where it goes, what it says first, which objects, which comments."""
+
+    path: str  # relative to the manifests folder, ``<kind>.<purpose>.yaml``
+    header: str
+    build: Callable[[str], list[dict[str, Any]]]  # image -> objects
+    comments: tuple[tuple[str, str], ...] = ()
+
+
+def _retrain(image: str) -> list[dict[str, Any]]:
+    return [build_retrain_cron_workflow(ArgoConfig(image=image)).to_dict()]
+
+
+def _score(image: str) -> list[dict[str, Any]]:
+    return [build_score_cron_workflow(ArgoConfig(image=image)).to_dict()]
+
+
+def _rbac(image: str) -> list[dict[str, Any]]:
+    return rbac_manifests(ArgoConfig(image=image))
+
+
+def _ray_job(image: str) -> list[dict[str, Any]]:
+    return [
+        rayjob_manifest(
+            name="harmguard-train",
+            namespace="harmguard",
+            image=image,
+            entrypoint=train_entrypoint(f"{EXAMPLE_BUCKET}/runs/manual/checkpoints"),
+            runtime_env_vars={"PYTHONUNBUFFERED": "1"},
+            gpu_workers=2,
+            gpu_per_worker=CLUSTER.accelerator_count,
+            tolerations=[t.model_dump(exclude_none=True) for t in CLUSTER.gpu_tolerations],
+            node_selector=CLUSTER.gpu_node_selector,
+            settings_config_map=CLUSTER.settings_config_map,
+            gcs_secret=CLUSTER.gcs_secret or None,
+        )
+    ]
+
+
+def _ray_service(image: str) -> list[dict[str, Any]]:
+    return [
+        rayservice_manifest(
+            name="harmguard-classifier",
+            namespace="harmguard",
+            image=image,
+            policy="davidson2017",
+            version="davidson2017/1",
+            model_uri=f"{EXAMPLE_BUCKET}/models/{EXAMPLE_DIGEST}",
+            model_digest=EXAMPLE_DIGEST,
+            thresholds=EXAMPLE_THRESHOLDS,
+            thresholds_version=thresholds_version(EXAMPLE_THRESHOLDS),
+            settings_config_map=CLUSTER.settings_config_map,
+            gcs_secret=CLUSTER.gcs_secret or None,
+        )
+    ]
+
+
+_CRON_COMMENTS: tuple[tuple[str, str], ...] = (
+    ("concurrencyPolicy", "a run still going (even one waiting for approval) makes the next schedule skip"),
+    ("schedules", "Argo v4: a list; the singular `schedule` was removed"),
+    ("startingDeadlineSeconds", "after controller downtime, a missed schedule runs only if this recent"),
+    ("timezone", "the schedules are read in this zone"),
+    ("activeDeadlineSeconds", "the whole workflow fails (and is reported) after this many seconds"),
+    ("onExit", "always runs; reports a run that did not succeed"),
+    ("podGC", "pods of successful steps are deleted at once; failed ones stay for `kubectl logs`"),
+    ("retryPolicy", "only Argo-level errors (evicted pod, lost node): no resubmitted runs"),
+    ("serviceAccountName", "rbac.workflows.yaml: may only write Argo task results"),
+)
+
+FILES: tuple[ManifestFile, ...] = (
+    ManifestFile(
+        "argo/cron-workflow.retrain.yaml",
+        "Weekly retraining: the KFP training pipeline, then (if blessed) a human approval, then promotion.\n"
+        "Approve: argo resume WORKFLOW (UI form), or\n"
+        "  argo node set WORKFLOW --output-parameter approve=YES --output-parameter approver=NAME\n"
+        "    --output-parameter reason=WHY --node-field-selector displayName=await-approval && argo resume WORKFLOW\n"
+        "No decision within the approval timeout is a rejection (recorded by `harmguard reject`).",
+        _retrain,
+        (
+            *_CRON_COMMENTS,
+            ("name=submit-training > --wait", "`harmguard submit --wait`: exits non-zero unless the KFP run succeeded"),
+            ("name=training-outcome > command", "reads runs/<workflow name>/blessing.json and registration.json"),
+            ("name=approval > suspend", "no pod runs while the workflow waits here"),
+            ("name=approval > suspend > duration", "the approval timeout: resumes with the defaults, i.e. approve NO"),
+            ("name=approval > supplied", "set by `argo resume` / `argo node set` or the UI's resume form"),
+            ("name=review > when", "YES: record the approval, then promote"),
+        ),
+    ),
+    ManifestFile(
+        "argo/cron-workflow.score.yaml",
+        "Daily batch scoring with the champion: the KFP scoring pipeline into <output-prefix>/<date>/.",
+        _score,
+        (
+            *(c for c in _CRON_COMMENTS if c[0] not in ("retryPolicy", "concurrencyPolicy")),
+            ("concurrencyPolicy", "a run still going makes the next schedule skip: never two at once"),
+            ("retryPolicy", "the scoring step commits its output only when complete, so a retry is safe"),
+        ),
+    ),
+    ManifestFile(
+        "argo/rbac.workflows.yaml",
+        "Identity of the workflow pods. The steps reach KFP over HTTP and the artifact store with the key in the\n"
+        "harmguard-gcs Secret (or Workload Identity: annotate the ServiceAccount); the Kubernetes API is used only by\n"
+        "Argo's executor, to report step results.",
+        _rbac,
+        (("rules", "the least the emissary executor needs (Argo >= 3.4)"),),
+    ),
+    ManifestFile(
+        "kuberay/ray-job.train.yaml",
+        "Fine-tuning on a Ray cluster that exists only for this job (KubeRay RayJob).\n"
+        "The launcher (harmguard.k8s.rayjob) creates the same object through the Kubernetes API with the run's\n"
+        "own work folder; to run it by hand, upload input/loop_config.json under that folder first.",
+        _ray_job,
+        (
+            ("entrypoint", "the launcher sets the run's gs:// work folder"),
+            ("shutdownAfterJobFinishes", "the Ray cluster is deleted when the job ends ..."),
+            ("ttlSecondsAfterFinished", "... this many seconds later (time to read the logs)"),
+            ("activeDeadlineSeconds", "the whole job, cluster start included, fails after this many seconds"),
+            ("backoffLimit", "retries of the whole job, each on a fresh cluster"),
+            ("submissionMode", "a Kubernetes Job runs `ray job submit` (pod: submitterPodTemplate)"),
+            ("runtimeEnvYAML", "environment of the driver and every Ray task"),
+            ("rayVersion", "the Ray of the image (same lock file)"),
+            ("num-cpus", "the head runs no tasks: training never competes with the GCS"),
+            ("workerGroupSpecs > replicas", "fixed size: minReplicas = maxReplicas = replicas"),
+            ("workerGroupSpecs > nvidia.com/gpu", "extended resources are set as limits only"),
+            ("tolerations", "GPU nodes carry the nvidia.com/gpu taint"),
+            ("nodeSelector", "the GPU node pool"),
+            ("submitterPodTemplate > restartPolicy", "KubeRay requires Never; retries are backoffLimit's"),
+        ),
+    ),
+    ManifestFile(
+        "kuberay/ray-service.classifier.yaml",
+        "The classifier behind POST /v1/classify (KubeRay RayService, Ray Serve app harmguard.serving.app:build_app).\n"
+        "user_config holds placeholders: a promotion writes the champion's through a merge patch\n"
+        "(harmguard.promotion.deploy), which Serve applies with reconfigure() (no restart).",
+        _ray_service,
+        (
+            ("serveConfigV2", "a string (KubeRay parses it); replicas autoscale on ongoing requests"),
+            ("upgradeStrategy", "a changed cluster spec brings up a new cluster, then switches traffic"),
+            ("enableInTreeAutoscaling", "the KubeRay autoscaler adds workers for Serve's replicas"),
+            ("idleTimeoutSeconds", "an idle worker is removed after this many seconds"),
+            ("num-cpus", "the head runs no replicas"),
+            ("containerPort", "GCS; KubeRay adds readiness/liveness probes to head and workers itself"),
+        ),
+    ),
+)
+
+
+def render(file: ManifestFile, image: str = DEFAULT_IMAGE) -> str:
+    """The text of one manifest file.
+
+    Raises:
+        ValueError: When a container is not pinned, sized and hardened (``k8s_common.hardening_problems``).
+    """
+    header = "".join(f"# {line}\n" if line else "#\n" for line in file.header.split("\n"))
+    source = "# Rendered by `harmguard compile` (harmguard.k8s.manifests); do not edit by hand.\n"
+    docs = file.build(image)
+    problems = [p for d in docs for p in hardening_problems(d)]
+    if problems:
+        raise ValueError(f"{file.path}: containers not hardened: {'; '.join(problems)}")
+    body = add_comments(dump_yaml(docs), file.comments)
+    return header + source + body
+
+
+def check_pinned(image: str) -> None:
+    """Refuse an image reference that floats: no tag, or ``latest`` (STYLE.md: images pinned).
+
+    Raises:
+        ValueError: Naming the image.
+    """
+    if not is_pinned(image):
+        raise ValueError(f"image {image!r} is not pinned: give a version tag or an @sha256 digest, never latest")
+
+
+def default_manifests_dir() -> Path | None:
+    """``manifests/`` of the source checkout harmguard runs from (None in an installed image)."""
+    root = project_root()
+    return root / "manifests" if root is not None else None
+
+
+def render_manifests(out_dir: Path, *, image: str | None = None) -> list[Path]:
+    """Write every manifest file under ``out_dir`` (``manifests/`` of the checkout); returns the paths.
+
+    Args:
+        out_dir: Target folder (``argo/`` and ``kuberay/`` are created in it).
+        image: The pinned image every container runs (default: the project's default tag).
+
+    Raises:
+        ValueError: When the image is not pinned (nothing is written then).
+    """
+    image = image or DEFAULT_IMAGE
+    check_pinned(image)
+    written = []
+    for file in FILES:
+        path = Path(out_dir) / file.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(file, image), encoding="utf-8")
+        written.append(path)
+    return written

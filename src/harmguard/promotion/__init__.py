@@ -1,0 +1,1 @@
+"""Approval and promotion: human decisions bound to the artifact, promotion checks, golden files, deployment."""

@@ -1,0 +1,59 @@
+"""The registry of record: published models, versions, alias pointers (compare-and-swap) and the audit log.
+
+``core`` holds versions, aliases, the audit log and the MLflow mirror; ``models`` publishes and verifies model trees;
+``runs`` writes the per-run step records. Modules inside this package import each other directly; everyone else
+imports from ``harmguard.registry``.
+"""
+
+from __future__ import annotations
+
+from harmguard.registry.core import (
+    EVENT_KINDS,
+    AliasPointer,
+    AuditEvent,
+    VersionNotFound,
+    VersionRecord,
+    append_audit,
+    get_version,
+    list_aliases,
+    list_policies,
+    list_versions,
+    mirror_version,
+    mlflow_version_of,
+    move_alias,
+    parse_version,
+    read_alias,
+    read_audit,
+    register_version,
+    registry_status,
+    sync_alias,
+    sync_mlflow,
+)
+from harmguard.registry.models import TamperedModelError, download_model, publish_model, verify_model
+
+__all__ = [
+    "AliasPointer",
+    "AuditEvent",
+    "EVENT_KINDS",
+    "TamperedModelError",
+    "VersionNotFound",
+    "VersionRecord",
+    "append_audit",
+    "download_model",
+    "get_version",
+    "list_aliases",
+    "list_policies",
+    "list_versions",
+    "mirror_version",
+    "mlflow_version_of",
+    "move_alias",
+    "parse_version",
+    "publish_model",
+    "read_alias",
+    "read_audit",
+    "register_version",
+    "registry_status",
+    "sync_alias",
+    "sync_mlflow",
+    "verify_model",
+]

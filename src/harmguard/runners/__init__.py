@@ -1,0 +1,1 @@
+"""Runners above the pipeline layer: local execution through ``kfp.local``, compilation and submission to KFP."""

@@ -1,0 +1,295 @@
+"""The pipeline's steps as library functions: each KFP component parses its inputs and calls one of these.
+
+Every step resolves settings from the environment (it is the entry point of its own process), reads and writes
+plain files at the paths KFP gives it, and records a small JSON of what it did under ``runs/<run-id>/`` in the
+artifact store, from which ``harmguard run`` builds its summary.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmguard.data.datasets import load_dataset
+from harmguard.data.readers import read_table
+from harmguard.data.snapshot import build_snapshot, read_snapshot_file, write_snapshot
+from harmguard.data.validation import validate_snapshot
+from harmguard.digests import model_digest
+from harmguard.evaluation.evaluate import evaluate_against_champion, thresholds_artifact
+from harmguard.evaluation.frozen import PairedDecisions
+from harmguard.evaluation.gate import run_gate
+from harmguard.evaluation.metrics import flatten
+from harmguard.lineage import git_commit, image_tag, lock_digest
+from harmguard.models.loading import load_model
+from harmguard.policy import ColumnMap, Policy, load_policy, policy_digest
+from harmguard.promotion.golden import measure_golden
+from harmguard.registry import append_audit, move_alias, read_alias, register_version
+from harmguard.registry.experiment import log_run, training_params
+from harmguard.registry.models import publish_model
+from harmguard.registry.runs import read_record, record
+from harmguard.reports.render import render_validation_html
+from harmguard.reports.review_page import render_review_html, render_review_markdown
+from harmguard.settings import Settings
+from harmguard.steps.context import step_context
+from harmguard.training.dispatch import train_model
+
+
+class ValidationFailed(RuntimeError):
+    """The data failed validation; the run stops."""
+
+
+def load_policy_data(policy: Policy, settings: Settings, data_uri: str = "") -> tuple[Any, str]:
+    """Raw rows of the policy's data (or of ``data_uri``) and a description of the source."""
+    if data_uri:
+        return read_table(data_uri, policy.data.format), data_uri
+    if policy.data.uri:
+        return read_table(policy.data.uri, policy.data.format), policy.data.uri
+    assert policy.data.dataset is not None  # the policy model guarantees one of the two
+    return load_dataset(policy.data.dataset, settings), f"dataset:{policy.data.dataset}"
+
+
+def ingest_step(policy_ref: str, data_uri: str, columns: str, sample: int, run_id: str, snapshot_path: str):
+    """Load, map, split and snapshot the data. Returns the ingest record."""
+    settings, store = step_context()
+    policy = load_policy(policy_ref)
+    cols = ColumnMap.model_validate({**policy.data.columns.model_dump(), **json.loads(columns)}) if columns else None
+    raw, source = load_policy_data(policy, settings, data_uri)
+    frame = build_snapshot(raw, policy, columns=cols, sample=sample)
+    info = write_snapshot(store, frame, policy=policy, source=source)
+    Path(snapshot_path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(snapshot_path, index=False)
+    doc = {
+        "data_version": info.data_version,
+        "rows": info.rows,
+        "counts": info.counts,
+        "source": source,
+        "snapshot_uri": store.uri_for(info.key),
+        "policy": policy.name,
+        "policy_digest": policy_digest(policy_ref),
+        "sample": sample,
+    }
+    record(store, run_id, "ingest", doc)
+    return doc
+
+
+def validate_step(policy_ref: str, snapshot_path: str, data_version: str, run_id: str, report_path: str):
+    """Run the data validation suite; write the HTML report either way. Returns (passed, summary)."""
+    _, store = step_context()
+    policy = load_policy(policy_ref)
+    result = validate_snapshot(read_snapshot_file(snapshot_path), policy)
+    doc = result.to_dict() | {"data_version": data_version, "summary": result.summary()}
+    html = render_validation_html(doc, policy=policy.name, data_version=data_version)
+    Path(report_path).write_text(html)
+    store.write_atomic(f"runs/{run_id}/validation.html", html.encode())
+    record(store, run_id, "validation", doc)
+    return result.success, result.summary()
+
+
+def fail_step(summary: str) -> None:
+    """The Else branch of the data gate: fail the run with the validation summary."""
+    raise ValidationFailed(f"data validation failed: {summary}")
+
+
+def train_step(
+    policy_ref: str, family: str, snapshot_path: str, seed: int, run_id: str, model_dir: str, train_config: str = ""
+) -> str:
+    """Train a model on the train split and export it. Returns the model digest.
+
+    ``train_config`` is a JSON object of run options (for the transformer: TransformerSpec overrides and
+    ``ray_address``); its checkpoints go under ``runs/<run-id>/checkpoints``. The record keeps the training
+    history (per epoch) and resumes, which the gate logs to MLflow.
+    """
+    _, store = step_context()
+    policy = load_policy(policy_ref)
+
+    options = json.loads(train_config) if train_config else {}
+    workdir = store.uri_for(f"runs/{run_id}/checkpoints")
+    frame = read_snapshot_file(snapshot_path)
+    model = train_model(frame, policy, family=family, seed=seed, options=options, workdir=workdir)
+    out = Path(model_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save(out)
+    digest = model_digest(out)
+    info = getattr(model, "train_info", {})  # transformer: params, per-epoch history, resumes, best epoch
+    record(store, run_id, "train", {"family": family, "model_digest": digest, "seed": seed, "options": options, **info})
+    return digest
+
+
+def evaluate_step(
+    policy_ref: str,
+    snapshot_path: str,
+    model_dir: str,
+    data_version: str,
+    model_digest: str,
+    run_id: str,
+    family: str,
+    evaluation_path: str,
+    paired_path: str = "",
+    thresholds_path: str = "",
+) -> dict[str, Any]:
+    """Calibrate thresholds, score challenger and champion on the same frozen sets, compute every metric.
+
+    Writes the evaluation document, the paired per-row decisions (for the gate) and the thresholds artifact.
+    Returns the evaluation document.
+    """
+    settings, store = step_context()
+    policy = load_policy(policy_ref)
+    frame = read_snapshot_file(snapshot_path)
+    evaluation, paired = evaluate_against_champion(load_model(model_dir), model_digest, frame, policy, settings, store)
+    evaluation.update(model_digest=model_digest, data_version=data_version, run_id=run_id, family=family)
+    Path(evaluation_path).write_text(json.dumps(evaluation, default=_jsonable))
+    if paired_path:
+        paired.save(paired_path)
+    thresholds = thresholds_artifact(evaluation, policy=policy.name)
+    if thresholds_path:
+        Path(thresholds_path).write_text(json.dumps(thresholds, indent=2, default=_jsonable))
+    record(store, run_id, "thresholds", thresholds)
+    record(store, run_id, "evaluation", json.loads(json.dumps(evaluation, default=_jsonable)))
+    return evaluation
+
+
+def gate_step(
+    policy_ref: str,
+    evaluation_path: str,
+    run_id: str,
+    started_by: str,
+    blessing_path: str,
+    report_path: str,
+    markdown_path: str,
+    paired_path: str = "",
+) -> dict[str, Any]:
+    """Apply the gate, write the blessing and the reviewer report, log the MLflow run. Returns the blessing."""
+    settings, store = step_context()
+    policy = load_policy(policy_ref)
+    evaluation = json.loads(Path(evaluation_path).read_text())
+    blessing = run_gate(
+        evaluation,
+        policy,
+        model_digest=evaluation["model_digest"],
+        data_version=evaluation["data_version"],
+        run_id=run_id,
+        paired=PairedDecisions.load(paired_path) if paired_path else None,
+    )
+    context = {
+        "policy": policy.name,
+        "run_id": run_id,
+        "model_digest": evaluation["model_digest"],
+        "data_version": evaluation["data_version"],
+        "family": evaluation["family"],
+    }
+    html = render_review_html(evaluation, blessing, context=context)
+    markdown = render_review_markdown(evaluation, blessing)
+    Path(report_path).write_text(html)
+    Path(markdown_path).write_text(markdown)
+    store.write_atomic(f"runs/{run_id}/report.html", html.encode())
+    lineage = {
+        "data_version": evaluation["data_version"],
+        "policy_digest": policy_digest(policy_ref),
+        "git_commit": git_commit(),
+        "lock_digest": lock_digest(),
+        "image": image_tag(),
+        "parent_run": run_id,
+    }
+    blessing["lineage"] = lineage
+    mlflow_run_id = log_run(
+        settings,
+        experiment=policy.name,
+        run_name=run_id,
+        params={
+            "policy": policy.name,
+            "family": evaluation["family"],
+            "thresholds": json.dumps(evaluation["thresholds"]),
+            "started_by": started_by,
+            **{f"lineage.{k}": v for k, v in lineage.items()},
+            **training_params(read_record(store, run_id, "train") or {}),
+        },
+        metrics=flatten(evaluation, "test"),
+        tags={
+            "harmguard.run_id": run_id,
+            "harmguard.model_digest": evaluation["model_digest"],
+            "harmguard.blessed": str(blessing["blessed"]).lower(),
+            "harmguard.data_version": evaluation["data_version"],
+        },
+        files={
+            "report.html": html.encode(),
+            "blessing.json": json.dumps(blessing, indent=2).encode(),
+            "summary.md": markdown.encode(),
+        },
+        history=(read_record(store, run_id, "train") or {}).get("history"),
+    )
+    blessing["mlflow_run_id"] = mlflow_run_id
+    Path(blessing_path).write_text(json.dumps(blessing, indent=2))
+    record(store, run_id, "blessing", blessing)
+    return blessing
+
+
+def register_step(
+    policy_ref: str, model_dir: str, blessing_path: str, run_id: str, started_by: str, seed: int, family: str
+) -> str:
+    """Publish the model create-only, register the version, move `challenger` by CAS, audit. Returns the version."""
+    settings, store = step_context()
+    policy = load_policy(policy_ref)
+    blessing = json.loads(Path(blessing_path).read_text())
+    if not blessing["blessed"]:
+        raise RuntimeError("refusing to register a model the gate did not bless")
+    digest = publish_model(store, Path(model_dir))
+    if digest != blessing["model_digest"]:
+        raise RuntimeError(f"model digest {digest} differs from the evaluated one {blessing['model_digest']}")
+    evaluation = read_record(store, run_id, "evaluation") or {}
+    rec = register_version(
+        store,
+        settings,
+        policy=policy.name,
+        model_digest=digest,
+        thresholds=blessing["thresholds"],
+        blessing=blessing,
+        metrics={
+            "reference": evaluation.get("reference", {}).get("test"),
+            "operating": evaluation.get("operating", {}).get("test"),
+            # golden-file agreement of the evaluated artifact: what promotion's infra validation must reach again
+            "golden": measure_golden(load_model(model_dir), policy.name, blessing["thresholds"]),
+        },
+        lineage=blessing["lineage"] | {"seeds": {"train": seed}},
+        run_id=run_id,
+        mlflow_run_id=blessing.get("mlflow_run_id"),
+        family=family,
+        by=started_by,
+    )
+    append_audit(
+        store,
+        policy.name,
+        {
+            "event": "bless",
+            "who": "gate",
+            "why": "; ".join(blessing["reasons"]),
+            "version": rec.version,
+            "model_digest": digest,
+            "thresholds_version": blessing["thresholds_version"],
+        },
+    )
+    current, _ = read_alias(store, policy.name, "challenger")
+    move_alias(
+        store,
+        settings,
+        policy=policy.name,
+        alias="challenger",
+        to_version=rec.version,
+        expected_version=current.version if current else None,
+        by=started_by,
+        reason=f"blessed by run {run_id}",
+    )
+    record(store, run_id, "registration", {"version": rec.version, "model_digest": digest})
+    return rec.version
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serializable: {type(v)}")
