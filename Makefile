@@ -30,8 +30,9 @@ test: env  ## the fast test suite (CI runs this)
 test-slow: env  ## full-data and long tests
 	$(BIN)/python -m pytest -m "slow"
 
-lint: env
+lint: env  ## ruff, and import-linter for the layers of the README's "Architecture" (pyproject: tool.importlinter)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: env
 	$(BIN)/mypy

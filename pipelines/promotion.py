@@ -14,6 +14,7 @@ from harmguard.components.promote_infra import validate_infra
 from harmguard.components.promote_move import move_champion
 from harmguard.components.promote_verify import verify_approval
 from harmguard.k8s.cluster import configure_step
+from harmguard.steps import STEP_TITLES
 
 PIPELINE_NAME = "harmguard-promotion"
 
@@ -22,14 +23,14 @@ PIPELINE_NAME = "harmguard-promotion"
 def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "unknown", run_id: str = "manual"):
     """Promote ``version`` (``<policy>/<n>``); ``policy`` overrides where the approval rules come from."""
     verify_task = verify_approval(version=version, policy=policy, run_id=run_id)
-    configure_step(verify_task.set_display_name("Verify approval and model digest"), network=True, cache=False)
+    configure_step(verify_task.set_display_name(STEP_TITLES["verify-approval"]), network=True, cache=False)
     model_digest = verify_task.output
 
     champion_task = check_champion(version=version, model_digest=model_digest, run_id=run_id)
-    configure_step(champion_task.set_display_name("Check champion"), network=True, cache=False)
+    configure_step(champion_task.set_display_name(STEP_TITLES["check-champion"]), network=True, cache=False)
 
     infra_task = validate_infra(version=version, model_digest=model_digest, run_id=run_id)
-    configure_step(infra_task.set_display_name("Infra validation (golden file)"), network=True, cache=False)
+    configure_step(infra_task.set_display_name(STEP_TITLES["validate-infra"]), network=True, cache=False)
 
     move_task = move_champion(
         version=version,
@@ -39,7 +40,7 @@ def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "
         run_id=run_id,
     ).after(infra_task)
     # No retry: a blind rerun of a compare-and-swap would act on a champion it did not check.
-    configure_step(move_task.set_display_name("Move champion (compare-and-swap)"), cache=False)
+    configure_step(move_task.set_display_name(STEP_TITLES["move-champion"]), cache=False)
 
     deploy_task = deploy(version=version, previous_champion=move_task.output, run_id=run_id)
-    configure_step(deploy_task.set_display_name("Deploy"), network=True, cache=False)
+    configure_step(deploy_task.set_display_name(STEP_TITLES["deploy"]), network=True, cache=False)

@@ -9,6 +9,7 @@ from kfp import dsl
 
 from harmguard.components.score import score
 from harmguard.k8s.cluster import configure_step
+from harmguard.steps import STEP_TITLES
 
 PIPELINE_NAME = "harmguard-scoring"
 
@@ -32,4 +33,4 @@ def scoring_pipeline(
         text_column=text_column,
     )
     # Retried with backoff: reads and writes object storage; the output folder is committed only when complete.
-    configure_step(score_task.set_display_name("Batch score"), network=True, cache=False)
+    configure_step(score_task.set_display_name(STEP_TITLES["score"]), network=True, cache=False)

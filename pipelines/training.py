@@ -20,6 +20,7 @@ from harmguard.components.train import train
 from harmguard.components.train_rayjob import train_rayjob
 from harmguard.components.validate import fail_run, validate
 from harmguard.k8s.cluster import configure_step
+from harmguard.steps import STEP_TITLES
 
 PIPELINE_NAME = "harmguard-training"
 RAYJOB_PIPELINE_NAME = "harmguard-training-rayjob"
@@ -40,13 +41,13 @@ def _wire(
 ) -> None:
     """The steps both variants share; ``train_step(snapshot, data_version)`` adds the training task."""
     ingest_task = ingest(policy=policy, data_uri=data_uri, columns=columns, sample=sample, run_id=run_id)
-    configure_step(ingest_task.set_display_name("Ingest and snapshot"), network=True, cache=False)
+    configure_step(ingest_task.set_display_name(STEP_TITLES["ingest"]), network=True, cache=False)
     data_version = ingest_task.outputs["data_version"]
 
     validate_task = validate(
         policy=policy, snapshot=ingest_task.outputs["snapshot"], data_version=data_version, run_id=run_id
     )
-    configure_step(validate_task.set_display_name("Validate data"))
+    configure_step(validate_task.set_display_name(STEP_TITLES["validate"]))
 
     with dsl.If(validate_task.outputs["passed"] == True, name="data-valid"):  # noqa: E712 (KFP builds a condition)
         train_task = train_step(ingest_task.outputs["snapshot"], data_version)
@@ -59,7 +60,7 @@ def _wire(
             family=family,
             run_id=run_id,
         )
-        configure_step(evaluate_task.set_display_name("Evaluate"), network=True, cache=False)
+        configure_step(evaluate_task.set_display_name(STEP_TITLES["evaluate"]), network=True, cache=False)
         gate_task = gate(
             policy=policy,
             evaluation=evaluate_task.outputs["evaluation"],
@@ -68,7 +69,7 @@ def _wire(
             started_by=started_by,
             data_version=data_version,
         )
-        configure_step(gate_task.set_display_name("Gate"), cache=False)
+        configure_step(gate_task.set_display_name(STEP_TITLES["gate"]), cache=False)
         with dsl.If(gate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712
             register_task = register(
                 policy=policy,
@@ -81,10 +82,10 @@ def _wire(
                 family=family,
             )
             # No retry: registration moves `challenger` by compare-and-swap, which a blind rerun must not repeat.
-            configure_step(register_task.set_display_name("Register challenger"), cache=False)
+            configure_step(register_task.set_display_name(STEP_TITLES["register"]), cache=False)
     with dsl.Else(name="data-invalid"):
         fail_task = fail_run(summary=validate_task.outputs["summary"], data_version=data_version)
-        configure_step(fail_task.set_display_name("Stop: data validation failed"))
+        configure_step(fail_task.set_display_name(STEP_TITLES["fail-run"]))
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Train, validate, evaluate, gate and register a policy classifier.")
@@ -111,7 +112,7 @@ def training_pipeline(
             run_id=run_id,
             train_config=train_config,
         )
-        return configure_step(train_task.set_display_name("Train"), gpu=True)
+        return configure_step(train_task.set_display_name(STEP_TITLES["train"]), gpu=True)
 
     _wire(
         train_inline,
@@ -158,7 +159,7 @@ def training_rayjob_pipeline(
             deadline_s=rayjob_deadline_s,
         )
         # Retried: the launcher attaches to the RayJob of the same run if it already exists.
-        return configure_step(launch_task.set_display_name("Train (RayJob)"), network=True)
+        return configure_step(launch_task.set_display_name(STEP_TITLES["train-rayjob"]), network=True)
 
     _wire(
         train_on_ray,

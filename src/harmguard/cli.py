@@ -330,16 +330,16 @@ def compile_(
 ) -> None:
     """Compile the KFP pipelines and render the cluster manifests; every container runs HARMGUARD_IMAGE."""
     from harmguard.k8s.manifests import default_manifests_dir, render_manifests
-    from harmguard.lineage import image_tag
     from harmguard.runners.compile import compile_pipelines
 
-    for path in compile_pipelines(output_dir):
+    image = _settings().image
+    for path in compile_pipelines(output_dir, image=image):
         err.print(f"wrote {path}")
     target = manifests_dir or (output_dir / "manifests" if output_dir else default_manifests_dir())
     if target is None:
         err.print("no source checkout here: pass --manifests-dir to render the manifests")
         return
-    for path in render_manifests(target, image=image_tag()):
+    for path in render_manifests(target, image=image):
         err.print(f"wrote {path}")
 
 
@@ -366,7 +366,6 @@ def submit_(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
 ) -> None:
     """Create a run of a compiled pipeline on a Kubeflow Pipelines cluster (kfp.Client); --wait follows it."""
-    from harmguard.lineage import image_tag
     from harmguard.runners.submit import SubmitError, SubmitInputError, parse_params, submit
 
     try:
@@ -375,7 +374,7 @@ def submit_(
             pipeline,
             parse_params(param or []),
             backend=backend,
-            image=image or image_tag(),
+            image=image or _settings().image,
             experiment=experiment,
             namespace=namespace,
             service_account=service_account,

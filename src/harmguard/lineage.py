@@ -1,25 +1,41 @@
-"""Lineage facts recorded with every version: code, environment and image identities."""
+"""Lineage facts recorded with every version: code, environment and image identities.
+
+Nothing here reads the environment: the entry point resolves ``Settings`` (``HARMGUARD_GIT_COMMIT``,
+``HARMGUARD_LOCK_FILE``, ``HARMGUARD_IMAGE``) and passes them in.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
+from importlib import metadata
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from harmguard.digests import sha256_file
-from harmguard.settings import DEFAULT_IMAGE
+from harmguard.settings import Settings
 
 
 def project_root() -> Path | None:
-    """The source checkout harmguard runs from (editable install), if any."""
-    root = Path(__file__).resolve().parents[2]
+    """The source checkout of an editable install (PEP 610's ``direct_url.json``); None for a wheel or an image."""
+    try:
+        raw = metadata.distribution("harmguard").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not raw:
+        return None
+    doc = json.loads(raw)
+    url = urlparse(doc.get("url", ""))
+    if url.scheme != "file" or not doc.get("dir_info", {}).get("editable"):
+        return None
+    root = Path(unquote(url.path))
     return root if (root / "pyproject.toml").is_file() else None
 
 
-def git_commit() -> str | None:
-    """HEAD of the checkout (or HARMGUARD_GIT_COMMIT baked into an image), with ``+dirty`` for local changes."""
-    if os.environ.get("HARMGUARD_GIT_COMMIT"):
-        return os.environ["HARMGUARD_GIT_COMMIT"]
+def git_commit(settings: Settings) -> str | None:
+    """HEAD of the checkout (or the commit baked into an image), with ``+dirty`` for local changes."""
+    if settings.git_commit:
+        return settings.git_commit
     root = project_root()
     if root is None:
         return None
@@ -38,18 +54,11 @@ def git_commit() -> str | None:
         return None
 
 
-def lock_digest() -> str | None:
-    """sha256 of the lock file the environment was installed from."""
-    candidates = [os.environ.get("HARMGUARD_LOCK_FILE")]
+def lock_digest(settings: Settings) -> str | None:
+    """sha256 of the lock file the environment was installed from (the image's, else the checkout's)."""
     root = project_root()
-    if root is not None:
-        candidates.append(str(root / "requirements.lock"))
+    candidates = [settings.lock_file, root / "requirements.lock" if root is not None else None]
     for c in candidates:
-        if c and Path(c).is_file():
+        if c is not None and Path(c).is_file():
             return sha256_file(c)
     return None
-
-
-def image_tag() -> str:
-    """The container image tag the steps run in (HARMGUARD_IMAGE, else the default tag)."""
-    return os.environ.get("HARMGUARD_IMAGE") or DEFAULT_IMAGE  # compiled steps get it set to their own image

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +33,18 @@ class Settings(BaseModel):
     )
     mlflow_tracking_uri: str = Field(description="MLflow tracking URI; SQLite inside a local home by default.")
     image: str = Field(default=DEFAULT_IMAGE, description="Container image tag (HARMGUARD_IMAGE).")
+    git_commit: str | None = Field(
+        default=None, description="Commit the code was built from, baked into the image (HARMGUARD_GIT_COMMIT)."
+    )
+    lock_file: Path | None = Field(
+        default=None, description="The lock file the environment was installed from (HARMGUARD_LOCK_FILE)."
+    )
+    namespace: str | None = Field(
+        default=None, description="Kubernetes namespace of RayJobs; default: the pod's own (HARMGUARD_NAMESPACE)."
+    )
+    kube_api: str | None = Field(
+        default=None, description="Kubernetes API URL; default: in-cluster config or kubeconfig (HARMGUARD_KUBE_API)."
+    )
 
     @property
     def home_is_local(self) -> bool:
@@ -72,9 +85,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 f"HARMGUARD_HOME={home} is remote: set MLFLOW_TRACKING_URI (a local sqlite:/// path or a server URL)"
             )
         tracking = f"sqlite:///{Path(home.removeprefix('file://')) / 'mlflow.db'}"
-    kwargs: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
     if env.get("HARMGUARD_IMAGE"):
         kwargs["image"] = env["HARMGUARD_IMAGE"]
+    optional = {
+        "git_commit": "HARMGUARD_GIT_COMMIT",
+        "lock_file": "HARMGUARD_LOCK_FILE",
+        "namespace": "HARMGUARD_NAMESPACE",
+        "kube_api": "HARMGUARD_KUBE_API",
+    }
+    kwargs |= {field: env[var] for field, var in optional.items() if env.get(var)}
     return Settings(
         home=home,
         cache=cache,

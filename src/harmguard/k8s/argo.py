@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmguard.k8s.common import (
+    GCS_MOUNT_PATH,
     PART_OF,
     gcs_credentials,
     pod_security_context,
@@ -47,7 +48,6 @@ from harmguard.storage import open_store
 
 TIMEOUT_APPROVER = "argo:approval-timeout"
 TIMEOUT_REASON = "no decision before the approval timeout"
-GCS_MOUNT_PATH = "/var/secrets/google"
 
 
 class ArgoConfig(BaseModel):
@@ -191,13 +191,16 @@ def _container_kwargs(cfg: ArgoConfig, cpu: str, memory: str) -> dict[str, Any]:
 
 
 def _retry(policy: str = "Always", limit: int = 3) -> Any:
+    """Retries with backoff; ``OnError`` retries pod-level errors alone (steps that create runs)."""
     from hera.workflows import RetryStrategy
     from hera.workflows import models as m
     from hera.workflows.models.io.k8s.apimachinery.pkg.util.intstr import IntOrString
 
     # 30 s, 60 s, 120 s ... capped at 10 min between tries.
     return RetryStrategy(
-        limit=limit, retry_policy=policy, backoff=m.Backoff(duration="30s", factor=IntOrString(2), max_duration="10m")
+        limit=limit,
+        retry_policy=policy,
+        backoff=m.Backoff(duration="30s", factor=IntOrString(2), max_duration="10m"),
     )
 
 

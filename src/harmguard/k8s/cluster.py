@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harmguard.k8s.common import GCS_MOUNT_PATH
+
 IMAGE_ENV = "HARMGUARD_IMAGE"  # also set inside every step, so lineage records the image the step really ran in
 
 
@@ -52,7 +54,7 @@ class ClusterConfig(BaseModel):
         default="harmguard-gcs",
         description="Secret holding the GCS service account key as `key.json` (empty: rely on Workload Identity).",
     )
-    gcs_mount_path: str = Field(default="/var/secrets/google", description="Where the key Secret is mounted.")
+    gcs_mount_path: str = Field(default=GCS_MOUNT_PATH, description="Where the key Secret is mounted.")
     retries: int = Field(default=3, ge=0, description="Retries of a step that talks to the network.")
     backoff: str = Field(default="30s", description="First retry delay (KFP duration).")
     backoff_factor: float = Field(default=2.0, ge=1.0, description="Growth of the delay between retries.")

@@ -21,6 +21,8 @@ QUANTITY = re.compile(
 )
 # Fixed labels on every object, so `kubectl get all -l app.kubernetes.io/part-of=harmguard` finds them.
 PART_OF = {"app.kubernetes.io/part-of": "harmguard"}
+# Where every pod mounts the GCS key Secret (KFP steps, Argo steps, Ray pods).
+GCS_MOUNT_PATH = "/var/secrets/google"
 
 
 def restricted_security_context() -> dict[str, Any]:

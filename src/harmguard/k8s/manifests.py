@@ -27,8 +27,9 @@ from harmguard.digests import thresholds_version
 from harmguard.k8s.argo import ArgoConfig, build_retrain_cron_workflow, build_score_cron_workflow, rbac_manifests
 from harmguard.k8s.cluster import CLUSTER
 from harmguard.k8s.common import hardening_problems, is_pinned
-from harmguard.k8s.kuberay import rayjob_manifest, rayservice_manifest, train_entrypoint
+from harmguard.k8s.kuberay import RayJobSpec, RayServiceSpec, rayjob_manifest, rayservice_manifest, train_entrypoint
 from harmguard.lineage import project_root
+from harmguard.serving.config import UserConfig
 from harmguard.settings import DEFAULT_IMAGE
 
 # Keys first in every mapping, in this order; the others keep the order their builder gave them.
@@ -143,17 +144,19 @@ def _rbac(image: str) -> list[dict[str, Any]]:
 def _ray_job(image: str) -> list[dict[str, Any]]:
     return [
         rayjob_manifest(
-            name="harmguard-train",
-            namespace="harmguard",
-            image=image,
-            entrypoint=train_entrypoint(f"{EXAMPLE_BUCKET}/runs/manual/checkpoints"),
-            runtime_env_vars={"PYTHONUNBUFFERED": "1"},
-            gpu_workers=2,
-            gpu_per_worker=CLUSTER.accelerator_count,
-            tolerations=[t.model_dump(exclude_none=True) for t in CLUSTER.gpu_tolerations],
-            node_selector=CLUSTER.gpu_node_selector,
-            settings_config_map=CLUSTER.settings_config_map,
-            gcs_secret=CLUSTER.gcs_secret or None,
+            RayJobSpec(
+                name="harmguard-train",
+                namespace="harmguard",
+                image=image,
+                entrypoint=train_entrypoint(f"{EXAMPLE_BUCKET}/runs/manual/checkpoints"),
+                runtime_env_vars={"PYTHONUNBUFFERED": "1"},
+                gpu_workers=2,
+                gpu_per_worker=CLUSTER.accelerator_count,
+                tolerations=[t.model_dump(exclude_none=True) for t in CLUSTER.gpu_tolerations],
+                node_selector=CLUSTER.gpu_node_selector,
+                settings_config_map=CLUSTER.settings_config_map,
+                gcs_secret=CLUSTER.gcs_secret or None,
+            )
         )
     ]
 
@@ -161,17 +164,21 @@ def _ray_job(image: str) -> list[dict[str, Any]]:
 def _ray_service(image: str) -> list[dict[str, Any]]:
     return [
         rayservice_manifest(
-            name="harmguard-classifier",
-            namespace="harmguard",
-            image=image,
-            policy="davidson2017",
-            version="davidson2017/1",
-            model_uri=f"{EXAMPLE_BUCKET}/models/{EXAMPLE_DIGEST}",
-            model_digest=EXAMPLE_DIGEST,
-            thresholds=EXAMPLE_THRESHOLDS,
-            thresholds_version=thresholds_version(EXAMPLE_THRESHOLDS),
-            settings_config_map=CLUSTER.settings_config_map,
-            gcs_secret=CLUSTER.gcs_secret or None,
+            RayServiceSpec(
+                name="harmguard-classifier",
+                namespace="harmguard",
+                image=image,
+                user_config=UserConfig(
+                    policy="davidson2017",
+                    version="davidson2017/1",
+                    model_uri=f"{EXAMPLE_BUCKET}/models/{EXAMPLE_DIGEST}",
+                    model_digest=EXAMPLE_DIGEST,
+                    thresholds=EXAMPLE_THRESHOLDS,
+                    thresholds_version=thresholds_version(EXAMPLE_THRESHOLDS),
+                ),
+                settings_config_map=CLUSTER.settings_config_map,
+                gcs_secret=CLUSTER.gcs_secret or None,
+            )
         )
     ]
 

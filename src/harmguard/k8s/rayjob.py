@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import urllib.request
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harmguard.k8s.cluster import CLUSTER
-from harmguard.k8s.kuberay import rayjob_manifest, train_entrypoint
+from harmguard.k8s.kuberay import RayJobSpec, rayjob_manifest, train_entrypoint
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 SUCCEEDED = "SUCCEEDED"
@@ -49,10 +48,10 @@ def rayjob_name(run_id: str) -> str:
     return f"hg-train-{stem}-{digest}" if stem else f"hg-train-{digest}"
 
 
-def current_namespace(default: str = "default") -> str:
-    """The namespace this pod runs in (HARMGUARD_NAMESPACE overrides), else ``default``."""
-    if os.environ.get("HARMGUARD_NAMESPACE"):
-        return os.environ["HARMGUARD_NAMESPACE"]
+def current_namespace(override: str | None = None, default: str = "default") -> str:
+    """The namespace this pod runs in (``override``: Settings.namespace, HARMGUARD_NAMESPACE), else ``default``."""
+    if override:
+        return override
     try:
         return Path(NAMESPACE_FILE).read_text().strip() or default
     except OSError:
@@ -217,16 +216,18 @@ def build_training_rayjob(
 ) -> dict[str, Any]:
     """The RayJob of one training run, placed and credentialed like the pipeline's GPU steps."""
     return rayjob_manifest(
-        name=rayjob_name(run_id),
-        namespace=namespace,
-        image=image,
-        entrypoint=train_entrypoint(workdir),
-        runtime_env_vars={"RAY_DEDUP_LOGS": "0", "TOKENIZERS_PARALLELISM": "false"},
-        gpu_workers=workers,
-        gpu_per_worker=gpu_per_worker,
-        active_deadline_seconds=deadline_s,  # KubeRay's own limit, the same as the launcher's
-        node_selector=CLUSTER.gpu_node_selector if gpu_per_worker else None,
-        settings_config_map=CLUSTER.settings_config_map,
-        gcs_secret=CLUSTER.gcs_secret or None,
-        labels={"harmguard.io/run-id": re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)[:63].strip("-_.")},
+        RayJobSpec(
+            name=rayjob_name(run_id),
+            namespace=namespace,
+            image=image,
+            entrypoint=train_entrypoint(workdir),
+            runtime_env_vars={"RAY_DEDUP_LOGS": "0", "TOKENIZERS_PARALLELISM": "false"},
+            gpu_workers=workers,
+            gpu_per_worker=gpu_per_worker,
+            active_deadline_seconds=deadline_s,  # KubeRay's own limit, the same as the launcher's
+            node_selector=CLUSTER.gpu_node_selector if gpu_per_worker else None,
+            settings_config_map=CLUSTER.settings_config_map,
+            gcs_secret=CLUSTER.gcs_secret or None,
+            labels={"harmguard.io/run-id": re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)[:63].strip("-_.")},
+        )
     )

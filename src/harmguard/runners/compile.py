@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harmguard.k8s.cluster import with_image
-from harmguard.lineage import image_tag
+from harmguard.settings import DEFAULT_IMAGE
 
 # name -> "module:attribute"; the file is pipelines/<name>.yaml (installed as harmguard.pipelines).
 # A pipeline whose module is not there is skipped.
@@ -39,12 +39,12 @@ def load_pipeline(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def compile_pipeline(name: str, path: Path, image: str | None = None) -> Path:
+def compile_pipeline(name: str, path: Path, image: str = DEFAULT_IMAGE) -> Path:
     """Compile one pipeline to ``path`` with every step running ``image`` (default: the configured image)."""
     from kfp.compiler import pipeline_spec_builder
 
     pipeline = load_pipeline(name)
-    spec = with_image(pipeline.pipeline_spec, image or image_tag())
+    spec = with_image(pipeline.pipeline_spec, image)
     path.parent.mkdir(parents=True, exist_ok=True)
     # What kfp.compiler.Compiler().compile writes, from the image-stamped copy of the spec.
     with _pyyaml_default_strings():
@@ -81,7 +81,7 @@ def _pyyaml_default_strings() -> Iterator[None]:
                 c.__dict__["yaml_representers"][str] = fn
 
 
-def compile_pipelines(output_dir: Path | None = None, image: str | None = None) -> list[Path]:
+def compile_pipelines(output_dir: Path | None = None, image: str = DEFAULT_IMAGE) -> list[Path]:
     """Write ``<name>.yaml`` for every pipeline next to their sources or into ``output_dir``."""
     out = Path(output_dir) if output_dir else Path(str(importlib.import_module("harmguard.pipelines").__file__)).parent
     return [compile_pipeline(name, out / f"{name}.yaml", image) for name in available_pipelines()]

@@ -9,21 +9,22 @@ kfp 2.17's local orchestrator has two gaps that would run every branch or none (
    compiled CEL expression as Python, where ``inputs.parameter_values['…']``, ``true``, ``!`` and ``&&`` are
    syntax errors, so every condition is False.
 
-``install()`` routes the plain orchestrator to the control-flow-aware one and replaces the evaluator with one that
-resolves channels from the DAG's inputs and task outputs and translates the CEL subset the compiler emits
-(comparisons, ``!``, ``&&``, ``||``, ``int()``/``double()`` casts, string/bool/number literals). On a cluster the
-KFP backend evaluates the same YAML; nothing here changes what is compiled.
+``control_flow_fix()`` routes, for the duration of one local run, the plain orchestrator to the control-flow-aware one
+and replaces the evaluator with one that resolves channels from the DAG's inputs and task outputs and translates the CEL
+subset the compiler emits (comparisons, ``!``, ``&&``, ``||``, ``int()``/``double()`` casts, string/bool/number
+literals). On a cluster the KFP backend evaluates the same YAML; nothing here changes what is compiled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 _CHANNEL = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_installed = False
 
 
 def resolve_channel(name: str, io_store: Any) -> Any:
@@ -84,13 +85,16 @@ def evaluate_condition(condition: str, io_store: Any) -> bool:
         return False
 
 
-def install() -> None:
-    """Apply both fixes (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    from kfp.local.orchestrator import dag_orchestrator, enhanced_dag_orchestrator
+@contextlib.contextmanager
+def control_flow_fix() -> Iterator[None]:
+    """Apply both fixes while the block runs (one local pipeline run), then put kfp's own functions back."""
+    from kfp.local.orchestrator import dag_orchestrator, enhanced_dag_orchestrator  # lazy: kfp
 
-    enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
+    evaluator = enhanced_dag_orchestrator.ConditionEvaluator
+    saved = (evaluator.__dict__["evaluate_condition"], dag_orchestrator.run_dag)
+    evaluator.evaluate_condition = staticmethod(evaluate_condition)
     dag_orchestrator.run_dag = enhanced_dag_orchestrator.run_enhanced_dag
-    _installed = True
+    try:
+        yield
+    finally:
+        evaluator.evaluate_condition, dag_orchestrator.run_dag = saved

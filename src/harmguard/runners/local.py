@@ -14,6 +14,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from harmguard.registry import read_alias
 from harmguard.registry.runs import new_run_id, read_record
 from harmguard.runners import kfp_local
 from harmguard.settings import Settings
+from harmguard.steps import STEP_TITLES
 from harmguard.storage import open_store
 from harmguard.training.ray_train import format_progress
 
@@ -37,20 +39,6 @@ _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _PROGRESS = re.compile(
     r"HGPROGRESS (\{.*\})"
 )  # harmguard.training.ray_train.PROGRESS_PREFIX, echoed from the train step
-STEP_TITLES = {
-    "ingest": "Ingest and snapshot",
-    "validate": "Validate data",
-    "train": "Train",
-    "evaluate": "Evaluate",
-    "gate": "Gate",
-    "register": "Register challenger",
-    "fail-run": "Stop: data validation failed",
-    "verify-approval": "Verify approval and model digest",
-    "check-champion": "Check champion",
-    "validate-infra": "Infra validation (golden file)",
-    "move-champion": "Move champion (compare-and-swap)",
-    "deploy": "Deploy",
-}
 
 
 class _ProgressLog(io.TextIOBase):
@@ -91,17 +79,37 @@ class _ProgressLog(io.TextIOBase):
         self.log.flush()
 
 
-def export_settings(settings: Settings) -> None:
-    """Make the resolved settings the environment of the pipeline's step processes."""
-    os.environ["HARMGUARD_HOME"] = settings.home
-    os.environ["HARMGUARD_CACHE"] = str(settings.cache)
-    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
-    if settings.data_mirror:
-        os.environ["HARMGUARD_DATA_MIRROR"] = str(settings.data_mirror)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    # Steps write through a pipe to kfp.local; unbuffered, their progress lines reach the terminal as they happen.
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+@contextlib.contextmanager
+def step_environment(settings: Settings) -> Iterator[None]:
+    """The resolved settings as the environment of the pipeline's step processes, for one run; restored after.
+
+    kfp.local starts each step as a subprocess of this one and gives it this process's environment: that is the only
+    way to hand the steps the settings the entry point resolved.
+    """
+    values = {
+        "HARMGUARD_HOME": settings.home,
+        "HARMGUARD_CACHE": str(settings.cache),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        **({"HARMGUARD_DATA_MIRROR": str(settings.data_mirror)} if settings.data_mirror else {}),
+    }
+    defaults = {
+        "GX_ANALYTICS_ENABLED": "False",
+        # Steps write through a pipe to kfp.local; unbuffered, their progress lines reach the terminal as they happen.
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+    }
+    saved = {k: os.environ.get(k) for k in (*values, *defaults)}
+    os.environ.update(values)
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
 
 @dataclass
@@ -125,17 +133,20 @@ def execute_locally(
     """
     from kfp import local
 
-    kfp_local.install()  # make kfp.local honour dsl.If / dsl.Else (see harmguard.runners.kfp_local)
-    # Our image is not named "python*", which makes kfp.local warn on every step; the steps run here by design.
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
-    export_settings(settings)
     run_dir = (settings.home_path if settings.home_is_local else settings.cache) / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "pipeline.log"
     console.print(f"[bold]{title}[/] run={run_id}")
     t0 = time.monotonic()
     error = None
-    with open(log_path, "w") as log:
+    with (
+        open(log_path, "w") as log,
+        kfp_local.control_flow_fix(),  # make kfp.local honour dsl.If / dsl.Else (see harmguard.runners.kfp_local)
+        step_environment(settings),
+        warnings.catch_warnings(),
+    ):
+        # Our image is not named "python*", which makes kfp.local warn on every step; the steps run here by design.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
         sink = _ProgressLog(log, console)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"))
         with contextlib.redirect_stdout(sink):
@@ -227,11 +238,6 @@ def summarize(store: Any, run_id: str, policy: str, *, error: str | None, steps:
         "report": report,
         "steps": steps,
     }
-
-
-def report_path_exists(summary: dict[str, Any]) -> bool:
-    """Whether the report the summary names exists locally."""
-    return bool(summary.get("report")) and Path(summary["report"]).exists()
 
 
 def run_promotion(

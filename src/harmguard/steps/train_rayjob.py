@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 from harmguard.data.snapshot import read_snapshot_file
 from harmguard.digests import model_digest
 from harmguard.k8s.rayjob import RayJobLauncher, build_training_rayjob, current_namespace, custom_objects_api
-from harmguard.lineage import image_tag
 from harmguard.policy import load_policy
 from harmguard.registry.runs import record
 from harmguard.steps.context import step_context
@@ -57,17 +55,17 @@ def train_rayjob_step(
     filesystem.create_dir(f"{root}/input", recursive=True)
     with filesystem.open_output_stream(f"{root}/input/loop_config.json") as out:
         out.write(json.dumps(config).encode())
-    namespace = current_namespace()
+    namespace = current_namespace(settings.namespace)
     manifest = build_training_rayjob(
         run_id=run_id,
         namespace=namespace,
-        image=image_tag(),
+        image=settings.image,
         workdir=workdir,
         workers=workers,
         gpu_per_worker=gpu_per_worker,
         deadline_s=deadline_s,
     )
-    launcher = RayJobLauncher(api or custom_objects_api(os.environ.get("HARMGUARD_KUBE_API")), namespace, poll_s)
+    launcher = RayJobLauncher(api or custom_objects_api(settings.kube_api), namespace, poll_s)
     final = launcher.run(manifest, deadline_s=deadline_s)
     local = Path(tempfile.mkdtemp(prefix="harmguard-rayjob-"))
     pafs.copy_files(f"{root}/result", str(local), source_filesystem=filesystem)

@@ -23,7 +23,7 @@ from harmguard.evaluation.evaluate import evaluate_against_champion, thresholds_
 from harmguard.evaluation.frozen import PairedDecisions
 from harmguard.evaluation.gate import run_gate
 from harmguard.evaluation.metrics import flatten
-from harmguard.lineage import git_commit, image_tag, lock_digest
+from harmguard.lineage import git_commit, lock_digest
 from harmguard.models.loading import load_model
 from harmguard.policy import ColumnMap, Policy, load_policy, policy_digest
 from harmguard.promotion.golden import measure_golden
@@ -190,9 +190,9 @@ def gate_step(
     lineage = {
         "data_version": evaluation["data_version"],
         "policy_digest": policy_digest(policy_ref),
-        "git_commit": git_commit(),
-        "lock_digest": lock_digest(),
-        "image": image_tag(),
+        "git_commit": git_commit(settings),
+        "lock_digest": lock_digest(settings),
+        "image": settings.image,
         "parent_run": run_id,
     }
     blessing["lineage"] = lineage

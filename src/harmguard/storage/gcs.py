@@ -23,10 +23,11 @@ from ``GOOGLE_CLOUD_PROJECT`` (default ``harmguard-emulator``); otherwise Applic
 (Workload Identity on GKE, ``gcloud auth application-default login`` on a workstation). When neither is usable,
 ``GCSStore`` raises a ``StoreError`` saying so.
 
-Emulator notes (fake-gcs-server 1.x, checked by ``tests/test_gcs.py::test_emulator_honours_generation_preconditions``):
-it honours ``ifGenerationMatch`` on multipart (and resumable) uploads, but ignores preconditions on DELETE, on
-copy/rewrite, on ``ifMetagenerationMatch`` for uploads and on downloads. harmguard therefore never relies on a
-conditional delete, copy or read: every guarded operation is a conditional upload.
+Emulator notes (fake-gcs-server 1.x, checked by
+``tests/storage/test_gcs.py::test_emulator_honours_generation_preconditions``): it honours ``ifGenerationMatch`` on
+multipart (and resumable) uploads, but ignores preconditions on DELETE, on copy/rewrite, on ``ifMetagenerationMatch``
+for uploads and on downloads. harmguard therefore never relies on a conditional delete, copy or read: every guarded
+operation is a conditional upload.
 """
 
 from __future__ import annotations

@@ -1,0 +1,273 @@
+"""Ray Serve end to end on loopback: one Serve instance per module, real baseline models trained on sms_spam."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from harmguard.digests import model_digest, thresholds_version
+from harmguard.models.decide import decide
+from harmguard.models.loading import load_model
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from harmguard.models.loading import ModelDigestMismatch  # noqa: E402
+from harmguard.serving.config import Limits, ServeArgs, UserConfig  # noqa: E402
+from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app  # noqa: E402
+
+APP = "harmguard"
+LIMITS = Limits(max_body_bytes=64 * 1024, max_texts_per_request=8, max_chars_per_text=500, request_timeout_s=20)
+CANARY = "zqx-canary-7f3e-never-logged"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(version: str, folder: Path, thresholds: dict[str, float], shadow: UserConfig | None = None) -> UserConfig:
+    doc = {
+        "policy": "sms_spam",
+        "version": version,
+        "model_uri": str(folder),
+        "model_digest": model_digest(folder),
+        "thresholds": thresholds,
+        "thresholds_version": thresholds_version(thresholds),
+    }
+    if shadow is not None:
+        doc["shadow"] = shadow.model_dump(
+            include={"version", "model_uri", "model_digest", "thresholds", "thresholds_version"}
+        )
+    return UserConfig.model_validate(doc)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two small real baselines on sms_spam, exported to models/<digest>/ folders."""
+    from harmguard.data.datasets import load_dataset
+    from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
+    from harmguard.models.baseline import train_baseline
+    from harmguard.policy import load_policy
+    from harmguard.settings import Settings
+    from tests.conftest import mirror_dir
+
+    if mirror_dir() is None:
+        pytest.skip("dataset mirror not found")
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=str(home), cache=home / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri="sqlite://")
+    policy = load_policy("sms_spam").model_copy(
+        update={"baseline": load_policy("sms_spam").baseline.model_copy(update={"max_features": 20000})}
+    )
+    snap = build_snapshot(load_dataset("sms_spam", settings), policy)
+    train = split_frame(snap, "train")
+    test_texts = split_frame(snap, "test")["text"].tolist()
+    folders = []
+    for lo, hi in ((0, 1500), (1500, 3000)):
+        part = train.iloc[lo:hi]
+        model = train_baseline(part["text"].tolist(), encode_labels(part, policy), policy)
+        tmp = home / "export"
+        model.save(tmp)
+        folder = home / "models" / model_digest(tmp)
+        folder.parent.mkdir(exist_ok=True)
+        tmp.rename(folder)
+        folders.append(folder)
+    return {"a": folders[0], "b": folders[1], "texts": test_texts}
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    """Serve on a free loopback port for the whole module."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    base = _config("sms_spam/1", models["a"], {"spam": 0.5})
+    args = ServeArgs(user_config=base, limits=LIMITS)
+    url = start_app(args, port=_free_port(), app_name=APP)
+    state = {"url": url, "args": args, "base": base}
+    yield state
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def srv(server):
+    """The server; afterwards the base config is back in place for the next test."""
+    yield server
+    if server["args"].user_config != server["base"]:
+        server["args"] = apply_user_config(server["args"], server["base"], app_name=APP)
+
+
+def _classify(url: str, texts: list[str]) -> dict:
+    r = requests.post(f"{url}/v1/classify", json={"texts": texts}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_classify_end_to_end(srv, models):
+    texts = models["texts"][:6] + ["WINNER!! Claim your free prize now, call 09061701461", "see you at lunch?"]
+    body = _classify(srv["url"], texts)
+    base = srv["base"]
+    assert body["model_version"] == "sms_spam/1"
+    assert body["thresholds_version"] == base.thresholds_version
+    local = decide(load_model(models["a"]), base.thresholds, texts)
+    assert len(body["results"]) == len(texts)
+    for row, scores, decisions, flagged in zip(
+        body["results"], local.scores, local.decisions, local.flagged, strict=True
+    ):
+        assert set(row) == {"scores", "decisions", "flagged"}
+        assert row["scores"]["spam"] == pytest.approx(float(scores[0]), abs=1e-12)
+        assert row["decisions"] == {"spam": bool(decisions[0])}
+        assert row["flagged"] is bool(flagged)
+    assert body["results"][-2]["flagged"] and not body["results"][-1]["flagged"]
+
+
+def test_health_readiness_openapi(srv):
+    url = srv["url"]
+    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = requests.get(f"{url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["model_version"] == "sms_spam/1"
+    schema = requests.get(f"{url}/openapi.json", timeout=10).json()
+    op = schema["paths"]["/v1/classify"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["properties"]["texts"]["minItems"] == 1
+    assert "413" in op["responses"] and "422" in op["responses"]
+
+
+BAD_REQUESTS = {
+    # name: (body bytes or JSON-able, headers, expected status, limit named)
+    "not json": (b"{texts: [", {}, 400, None),
+    "non-utf8 bytes": (b'{"texts": ["\xff\xfe\xfa"]}', {}, 400, None),
+    "empty body": (b"", {}, 400, None),
+    "json null": (b"null", {}, 422, None),
+    "top-level list": (b'["a", "b"]', {}, 422, None),
+    "texts missing": (b'{"text": ["a"]}', {}, 422, None),
+    "texts a string": (b'{"texts": "hello"}', {}, 422, None),
+    "texts of numbers": (b'{"texts": [1, 2]}', {}, 422, None),
+    "texts with null": (b'{"texts": ["a", null]}', {}, 422, None),
+    "nested lists": (b'{"texts": [["a"]]}', {}, 422, None),
+    "empty texts": (b'{"texts": []}', {}, 422, None),
+    "extra field": (b'{"texts": ["a"], "threshold": 0}', {}, 422, None),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, {}, 413, "max_body_bytes"),
+    "deep nesting small": (b"[" * 20_000 + b"]" * 20_000, {}, 400, None),
+    "too many texts": (json.dumps({"texts": ["hi"] * 9}).encode(), {}, 413, "max_texts_per_request"),
+    "text too long": (json.dumps({"texts": ["ok", "x" * 501]}).encode(), {}, 413, "max_chars_per_text"),
+    "body too large": (json.dumps({"texts": ["y" * 400] * 200}).encode(), {}, 413, "max_body_bytes"),
+    "chunked, too large": ((b"[" * 1024 for _ in range(100)), {}, 413, "max_body_bytes"),
+    "form body": (b"texts=a&texts=b", {"Content-Type": "application/x-www-form-urlencoded"}, 400, None),
+    "NaN": (b'{"texts": NaN}', {}, 422, None),
+}
+
+
+def test_malformed_and_oversized_requests_get_4xx(srv):
+    url = f"{srv['url']}/v1/classify"
+    for name, (body, headers, status, limit) in BAD_REQUESTS.items():
+        r = requests.post(url, data=body, headers={"Content-Type": "application/json", **headers}, timeout=30)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        doc = r.json()
+        assert "error" in doc, name
+        assert doc.get("limit") == limit, (name, doc)
+    assert requests.get(url, timeout=10).status_code == 405
+    # The server still answers normally afterwards.
+    assert _classify(srv["url"], ["still fine"])["model_version"] == "sms_spam/1"
+
+
+def test_reconfigure_thresholds_under_load(srv, models):
+    """New thresholds take effect while a client sends continuously; every answer is 200 and self-consistent."""
+    url, texts = srv["url"], models["texts"][:8]
+    model = load_model(models["a"])
+    expected = {}
+    for t in ({"spam": 0.5}, {"spam": 0.0}):
+        expected[thresholds_version(t)] = decide(model, t, texts).decisions[:, 0].tolist()
+    answers: list[tuple[int, dict | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                r = s.post(f"{url}/v1/classify", json={"texts": texts}, timeout=30)
+                answers.append((r.status_code, r.json() if r.status_code == 200 else None))
+
+    worker = threading.Thread(target=client)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        new = _config("sms_spam/1", models["a"], {"spam": 0.0})  # every text becomes spam
+        srv["args"] = apply_user_config(srv["args"], new, app_name=APP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if answers and answers[-1][1] and answers[-1][1]["thresholds_version"] == new.thresholds_version:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert answers and all(status == 200 for status, _ in answers), [s for s, _ in answers if s != 200]
+    versions = [doc["thresholds_version"] for _, doc in answers if doc]
+    assert versions[0] == srv["base"].thresholds_version and versions[-1] == new.thresholds_version
+    # Once the new thresholds answer, the old ones never come back (one replica, one reference swap).
+    assert versions[versions.index(new.thresholds_version) :] == [new.thresholds_version] * (
+        len(versions) - versions.index(new.thresholds_version)
+    )
+    for _, doc in answers:
+        assert doc is not None
+        # Each answer's decisions are exactly those of the thresholds version it names.
+        assert [row["decisions"]["spam"] for row in doc["results"]] == expected[doc["thresholds_version"]]
+    assert all(expected[new.thresholds_version])
+
+
+def test_digest_mismatch_is_refused_and_old_model_keeps_serving(srv, models):
+    url = srv["url"]
+    good = srv["base"]
+    wrong = good.model_copy(update={"version": "sms_spam/2", "model_digest": model_digest(models["b"])})
+    with pytest.raises(ModelDigestMismatch):
+        apply_user_config(srv["args"], wrong, app_name=APP)
+    assert _classify(url, ["hello"])["model_version"] == "sms_spam/1"
+    # Past the caller's check (e.g. a hand-edited RayService config): the replica itself refuses the swap.
+    srv["args"] = srv["args"].model_copy(update={"user_config": wrong})  # so the fixture restores the good one
+    with pytest.raises(ServeError, match="refused"):
+        deploy_app(srv["args"], app_name=APP, verify=False)
+    assert _classify(url, ["hello"])["model_version"] == "sms_spam/1"
+    ready = requests.get(f"{url}/readyz", timeout=10).json()
+    assert ready["model_version"] == "sms_spam/1" and "ModelDigestMismatch" in ready["last_refusal"]
+
+
+def test_model_swap_and_shadow_metrics(srv, models):
+    url, texts = srv["url"], models["texts"][:8]
+    b = _config("sms_spam/2", models["b"], {"spam": 0.3})
+    # Champion a, shadow b: answers stay a's.
+    cfg = _config("sms_spam/1", models["a"], {"spam": 0.5}, shadow=b)
+    srv["args"] = apply_user_config(srv["args"], cfg, app_name=APP)
+    body = _classify(url, texts)
+    local = decide(load_model(models["a"]), {"spam": 0.5}, texts)
+    assert body["model_version"] == "sms_spam/1"
+    assert [r["decisions"]["spam"] for r in body["results"]] == local.decisions[:, 0].tolist()
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    shadow_texts = [ln for ln in metrics.splitlines() if ln.startswith("harmguard_shadow_texts_total")]
+    assert shadow_texts and float(shadow_texts[0].split()[-1]) >= len(texts)
+    assert 'harmguard_shadow_disagreements_total{category="spam"}' in metrics
+    assert "harmguard_batch_size_texts_bucket" in metrics and "harmguard_request_latency_seconds_count" in metrics
+    assert "harmguard_flagged_total" in metrics or not np.any(local.flagged)
+    # Swap to model b as champion: answers now come from b.
+    srv["args"] = apply_user_config(srv["args"], b, app_name=APP)
+    body = _classify(url, texts)
+    assert body["model_version"] == "sms_spam/2"
+    local_b = decide(load_model(models["b"]), {"spam": 0.3}, texts)
+    assert [r["scores"]["spam"] for r in body["results"]] == pytest.approx(local_b.scores[:, 0].tolist(), abs=1e-12)
+
+
+def test_request_texts_are_never_logged(srv):
+    url = srv["url"]
+    _classify(url, [f"{CANARY} call now to win"])
+    requests.post(f"{url}/v1/classify", json={"texts": [CANARY * 100]}, timeout=10)  # over the char limit
+    requests.post(f"{url}/v1/classify", json={"texts": [CANARY], "extra": CANARY}, timeout=10)  # schema error
+    time.sleep(1.0)  # let log files flush
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    leaked = [p for p in logs.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert not leaked, leaked
