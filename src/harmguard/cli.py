@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harmguard.exit_codes import ExitCode
+
 app = typer.Typer(
     help="harmguard: retrain, gate, approve and serve Trust & Safety classifiers.",
     no_args_is_help=True,
@@ -19,13 +21,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-EXIT_REFUSED = 2
 _TF = "Transformer family"
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: ExitCode) -> typer.Exit:
+    """Print the error and return the exit to raise with its code (see harmguard.exit_codes)."""
     err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(EXIT_REFUSED)
+    return typer.Exit(int(code))
 
 
 def _settings():
@@ -33,8 +35,27 @@ def _settings():
 
     try:
         return load_settings()
-    except ValueError as e:
-        raise _fail(str(e)) from e
+    except ValueError as e:  # the environment is not set up (e.g. a gs:// home without MLFLOW_TRACKING_URI)
+        raise _fail(str(e), ExitCode.USAGE) from e
+
+
+def _policy_exit(e: Exception) -> ExitCode:
+    """A name that names no policy is a usage error; a policy file that does not validate is invalid input."""
+    from harmguard.policy import UnknownPolicyError
+
+    return ExitCode.USAGE if isinstance(e, UnknownPolicyError) else ExitCode.INVALID_INPUT
+
+
+def run_exit_code(summary: dict[str, Any]) -> ExitCode:
+    """The exit code of `harmguard run` from its summary: blessed 0, invalid data 4, rejected 3, a crash 1."""
+    if summary["ok"] and summary["blessed"]:
+        return ExitCode.OK
+    validation = summary.get("validation")
+    if (validation and not validation["passed"]) or summary["steps"].get("ingest") == "FAILURE":
+        return ExitCode.INVALID_INPUT  # the data failed validation, or could not be read as the policy maps it
+    if summary["ok"]:
+        return ExitCode.REJECTED  # the pipeline ran to its end and the gate said no
+    return ExitCode.UNEXPECTED
 
 
 def _user() -> str:
@@ -99,7 +120,7 @@ def run(
         try:
             json.loads(columns)
         except json.JSONDecodeError as e:
-            raise _fail(f"--columns is not valid JSON: {e}") from e
+            raise _fail(f"--columns is not valid JSON: {e}", ExitCode.USAGE) from e
     options = {
         "backbone": backbone,
         "num_workers": workers,
@@ -115,7 +136,7 @@ def run(
     }
     train_config = {k: v for k, v in options.items() if v is not None}
     if train_config and family != "transformer":
-        raise _fail(f"{', '.join(sorted(train_config))}: transformer options need --family transformer")
+        raise _fail(f"{', '.join(sorted(train_config))}: transformer options need --family transformer", ExitCode.USAGE)
     settings = _settings()
     try:
         summary = run_training(
@@ -130,12 +151,13 @@ def run(
             started_by=by or _user(),
         )
     except PolicyError as e:
-        raise _fail(str(e)) from e
+        raise _fail(str(e), _policy_exit(e)) from e
     _print_run(summary)
     if as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
-    if not summary["ok"] or not summary["blessed"]:
-        raise typer.Exit(EXIT_REFUSED)
+    code = run_exit_code(summary)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
 
 
 def _print_run(s: dict[str, Any]) -> None:
@@ -194,7 +216,8 @@ def status(
         entry.update(approval_overview(store, name))  # approved, overrides, last_events (beyond CONTRACTS.md)
     if policy:
         if policy not in doc["policies"]:
-            raise _fail(f"no registered versions for policy {policy!r}; known: {sorted(doc['policies'])}")
+            known = sorted(doc["policies"])
+            raise _fail(f"no registered versions for policy {policy!r}; known: {known}", ExitCode.USAGE)
         doc = {"policies": {policy: doc["policies"][policy]}}
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
@@ -242,8 +265,12 @@ def approve(
         event = approve_version(
             open_store(_settings().home), version, by=by, reason=reason, rules=rules, override_gate=override_gate
         )
-    except (ApprovalError, PolicyError, VersionNotFound, ValueError) as e:
-        raise _fail(str(e)) from e
+    except ApprovalError as e:
+        raise _fail(str(e), ExitCode.REJECTED) from e
+    except PolicyError as e:
+        raise _fail(str(e), _policy_exit(e)) from e
+    except (VersionNotFound, ValueError) as e:
+        raise _fail(str(e), ExitCode.USAGE) from e
     note = " [yellow](gate overridden)[/]" if override_gate else ""
     err.print(f"[green]approved[/] {version}{note} by {by}; valid until {event['expires_at']}")
 
@@ -261,8 +288,10 @@ def reject(
 
     try:
         reject_version(open_store(_settings().home), version, by=by, reason=reason)
-    except (ApprovalError, VersionNotFound, ValueError) as e:
-        raise _fail(str(e)) from e
+    except ApprovalError as e:
+        raise _fail(str(e), ExitCode.REJECTED) from e
+    except (VersionNotFound, ValueError) as e:
+        raise _fail(str(e), ExitCode.USAGE) from e
     err.print(f"[red]rejected[/] {version} by {by}")
 
 
@@ -280,11 +309,13 @@ def promote(
     try:
         summary = run_promotion(_settings(), version=version, promoted_by=by or _user(), policy_ref=policy)
     except PromotionRefused as e:
-        raise _fail(str(e)) from e
+        raise _fail(str(e), ExitCode.REJECTED) from e
     if as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
     if not summary["ok"]:
-        raise _fail(f"promotion of {version} refused at {summary['refused_at'] or 'a step'}: {summary['error']}")
+        # a step that refused (approval, digest, champion moved, golden file) is a refusal; anything else a crash
+        code = ExitCode.REJECTED if summary["refused_at"] else ExitCode.UNEXPECTED
+        raise _fail(f"promotion of {version} refused at {summary['refused_at'] or 'a step'}: {summary['error']}", code)
     infra, deploy = summary.get("infra") or {}, summary.get("deploy") or {}
     if infra.get("agreement") is not None:
         needs = f"needs {infra['required']:.3f}, {infra['required_from']}"
@@ -310,8 +341,10 @@ def rollback(
         result = rollback_champion(
             open_store(settings.home), settings, policy, by=by, reason=reason, run_id=new_run_id(f"{policy}-rollback")
         )
-    except (PromotionRefused, ValueError) as e:
-        raise _fail(str(e)) from e
+    except PromotionRefused as e:
+        raise _fail(str(e), ExitCode.REJECTED) from e
+    except ValueError as e:
+        raise _fail(str(e), ExitCode.USAGE) from e
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
     err.print(f"[green]champion[/] of {policy} rolled back to {result['version']} (from {result['previous']})")
@@ -360,7 +393,7 @@ def submit_(
         str | None, typer.Option(help="ServiceAccount of the run's pods (GCS through Workload Identity).")
     ] = None,
     by: Annotated[str | None, typer.Option(help="Who starts the run (default: the OS user).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 2 unless it succeeded.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 3 unless it succeeded.")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait at most.", min=1)] = 86400,
     poll: Annotated[float, typer.Option(help="With --wait: seconds between status checks.", min=0.01)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
@@ -384,8 +417,10 @@ def submit_(
             poll_s=poll,
             on_state=lambda state: err.print(f"state {state}"),
         )
-    except (SubmitInputError, SubmitError, ValueError) as e:
-        raise _fail(str(e)) from e
+    except (SubmitInputError, ValueError) as e:
+        raise _fail(str(e), ExitCode.USAGE) from e
+    except SubmitError as e:  # the cluster refused or could not be reached: may pass on a later try
+        raise _fail(str(e), ExitCode.UNEXPECTED) from e
     err.print(f"run {result.run_id} ({result.run_name}) of {result.pipeline} on {host}: {result.state}")
     if result.error:
         err.print(f"[bold red]run failed:[/] {result.error}")
@@ -394,7 +429,7 @@ def submit_(
     else:
         sys.stdout.write(f"{result.run_id} {result.state}\n")
     if not result.ok:
-        raise typer.Exit(EXIT_REFUSED)
+        raise typer.Exit(int(ExitCode.REJECTED))  # the run ended without succeeding: resubmitting repeats it
 
 
 @app.command("serve")
@@ -422,7 +457,7 @@ def serve_(
         other = get_version(store, challenger.version) if shadow and challenger and challenger.version else None
         args = ServeArgs(user_config=user_config_for(record, other))
     except (LookupError, ValueError, local.ServeError) as e:
-        raise _fail(str(e)) from e
+        raise _fail(str(e), ExitCode.USAGE) from e
     err.print(note)
     local.run_local_server(store, args, port=port, on_ready=lambda e: err.print(f"serving at {e['url']} · {e}"))
 
@@ -443,7 +478,8 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON line on stdout.")] = False,
 ) -> None:
     """Score a file with the serving model and thresholds (Ray Data); commit Parquet parts with a _SUCCESS manifest."""
-    from harmguard.batch.score import BatchConfig, ScoringError, score_registered
+    from harmguard.batch.output import AlreadyCommitted
+    from harmguard.batch.score import BatchConfig, ScoringError, ScoringFailed, score_registered
     from harmguard.storage import StoreError, open_store
 
     try:
@@ -453,8 +489,12 @@ def score(
             overwrite=overwrite,
         )  # fmt: skip
         manifest = score_registered(open_store(_settings().home), cfg, policy=policy, version=version, console=err)
-    except (ValueError, ScoringError, StoreError, FileNotFoundError) as e:
-        raise _fail(str(e)) from e
+    except (ScoringError, AlreadyCommitted) as e:  # no model to score with; an output that --overwrite would replace
+        raise _fail(str(e), ExitCode.USAGE) from e
+    except (ValueError, FileNotFoundError) as e:  # an input that cannot be read or scored as asked
+        raise _fail(str(e), ExitCode.INVALID_INPUT) from e
+    except (ScoringFailed, StoreError) as e:
+        raise _fail(str(e), ExitCode.UNEXPECTED) from e
     if as_json:
         sys.stdout.write(json.dumps(manifest, default=str) + "\n")
 

@@ -25,6 +25,10 @@ class PolicyError(ValueError):
     """A policy cannot be found or is invalid; the message says what to fix."""
 
 
+class UnknownPolicyError(PolicyError):
+    """The name is neither a shipped policy nor a file (a usage error, not a malformed policy)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -412,11 +416,11 @@ def read_policy_bytes(ref: str) -> tuple[bytes, str]:
     path = Path(ref)
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if not path.is_file():
-            raise PolicyError(f"policy file {ref} does not exist")
+            raise UnknownPolicyError(f"policy file {ref} does not exist")
         return path.read_bytes(), str(path.resolve())
     res = resources.files("harmguard.policies") / f"{ref}.yaml"
     if not res.is_file():
-        raise PolicyError(f"unknown policy {ref!r}: give a path to a YAML file or one of {shipped_policies()}")
+        raise UnknownPolicyError(f"unknown policy {ref!r}: give a path to a YAML file or one of {shipped_policies()}")
     return res.read_bytes(), f"harmguard:policies/{ref}.yaml"
 
 

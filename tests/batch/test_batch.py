@@ -264,14 +264,14 @@ def test_killed_run_leaves_no_success_and_a_rerun_completes(champion, cluster, t
     assert not (out / TEMPORARY).exists()  # the killed attempt's leftovers are gone
 
 
-def test_cli_refusals_exit_2(champion, cluster, tmp_path):
+def test_cli_refusals_exit_4_for_input_and_2_for_usage(champion, cluster, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("id,body\n1,hello\n")
     env = _env(champion, cluster)
     args = [sys.executable, "-m", "harmguard.cli", "score", "--input", str(src), "--output", str(tmp_path / "o")]
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     message = " ".join(r.stderr.split())  # rich wraps long lines
-    assert r.returncode == 2 and "no column 'text'" in message and "--text-column" in message
+    assert r.returncode == 4 and "no column 'text'" in message and "--text-column" in message
     r = subprocess.run([*args, "--text-column", "body", "--version", "sms_spam/7"], env=env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "no version sms_spam/7" in " ".join(r.stderr.split())

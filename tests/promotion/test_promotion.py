@@ -256,7 +256,7 @@ def test_promote_cli_end_to_end_through_kfp_local(hg_env, settings, model_dir):
     v1 = register(store, settings, "sms_spam", digest, by="trainer", golden=golden_of(home_model))
 
     refused = run_cli(["promote", v1.version, "--by", "releaser", "--json"], hg_env)
-    assert refused.returncode == 2 and "has no approval" in flat(refused.stderr), refused.stderr[-2000:]
+    assert refused.returncode == 3 and "has no approval" in flat(refused.stderr), refused.stderr[-2000:]
     assert champion_of(store, "sms_spam") is None
 
     ok = run_cli(["approve", v1.version, "--by", "reviewer", "--reason", "report reviewed"], hg_env)
@@ -278,5 +278,5 @@ def test_promote_cli_end_to_end_through_kfp_local(hg_env, settings, model_dir):
     assert pol["overrides"] == [] and pol["last_events"][-1]["event"] == "promote"
 
     rollback = run_cli(["rollback", "--policy", "sms_spam", "--by", "oncall", "--reason", "test"], hg_env)
-    assert rollback.returncode == 2 and "no previous version" in flat(rollback.stderr)
+    assert rollback.returncode == 3 and "no previous version" in flat(rollback.stderr)
     assert champion_of(store, "sms_spam") == v1.version

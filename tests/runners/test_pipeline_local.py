@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from harmguard.data.datasets import load_dataset
+from harmguard.exit_codes import ExitCode
 from harmguard.registry import read_audit
 from harmguard.storage import LocalStore
 from tests.conftest import run_cli
@@ -55,7 +56,7 @@ def test_planted_defects_fail_validation_and_register_nothing(hg_env, settings, 
     pd.concat([raw, leaked], ignore_index=True).to_csv(path, index=False)
 
     proc = run_cli(["run", "--policy", "sms_spam", "--data", str(path), "--json"], hg_env)
-    assert proc.returncode == 2
+    assert proc.returncode == ExitCode.INVALID_INPUT == 4
     s = last_json(proc.stdout)
     assert not s["ok"] and not s["blessed"] and s["version"] is None
     failed = {c["name"]: c for c in s["validation"]["failed"]}
@@ -77,7 +78,7 @@ def test_rejected_model_is_not_registered(hg_env, settings, tmp_path):
     path = tmp_path / "strict_spam.yaml"
     path.write_text(yaml.safe_dump(doc))
     proc = run_cli(["run", "--policy", str(path), "--sample", "1500", "--json"], hg_env)
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.returncode == ExitCode.REJECTED == 3, proc.stderr[-2000:]
     s = last_json(proc.stdout)
     assert s["ok"] and not s["blessed"] and s["version"] is None
     assert "register" not in s["steps"]  # the nested dsl.If skipped it
@@ -85,11 +86,17 @@ def test_rejected_model_is_not_registered(hg_env, settings, tmp_path):
     assert not (Path(settings.home) / "registry" / "sms_spam").exists()
 
 
-def test_bad_policy_and_bad_columns_exit_2(hg_env):
+def test_usage_errors_exit_2_and_a_malformed_policy_exits_4(hg_env, tmp_path):
     proc = run_cli(["run", "--policy", "nope", "--json"], hg_env)
-    assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr
+    assert proc.returncode == ExitCode.USAGE == 2 and "unknown policy 'nope'" in proc.stderr
     proc = run_cli(["run", "--policy", "sms_spam", "--columns", "{not json"], hg_env)
     assert proc.returncode == 2 and "--columns is not valid JSON" in proc.stderr
+    proc = run_cli(["run", "--no-such-option"], hg_env)
+    assert proc.returncode == 2 and "No such option" in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nlabel_mode: sometimes\n")
+    proc = run_cli(["run", "--policy", str(bad)], hg_env)
+    assert proc.returncode == ExitCode.INVALID_INPUT == 4 and "is invalid" in proc.stderr
 
 
 @pytest.mark.slow

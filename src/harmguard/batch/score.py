@@ -62,6 +62,10 @@ class ScoringError(RuntimeError):
     """No model to score with (no champion, unknown version, a version of another policy)."""
 
 
+class ScoringFailed(RuntimeError):
+    """Scoring broke off in a worker; nothing was committed."""
+
+
 class BatchConfig(BaseModel):
     """What to score, where to write it, and how to spread the work."""
 
@@ -344,7 +348,7 @@ def score_file(
                         write(merged.slice(0, cfg.rows_per_part))
                         pending, pending_rows = [merged.slice(cfg.rows_per_part)], merged.num_rows - cfg.rows_per_part
         except ray.exceptions.RayError as e:  # an actor failed (e.g. the model changed after the driver's check)
-            raise ScoringError(f"scoring failed in a Ray worker, nothing committed: {e}") from e
+            raise ScoringFailed(f"scoring failed in a Ray worker, nothing committed: {e}") from e
         finally:
             progress.close()
     if pending_rows or not writer.parts:  # the remainder; an empty input still gets one part with the schema

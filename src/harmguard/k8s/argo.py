@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harmguard.exit_codes import RETRYABLE_EXPRESSION
 from harmguard.k8s.common import (
     GCS_MOUNT_PATH,
     PART_OF,
@@ -191,7 +192,12 @@ def _container_kwargs(cfg: ArgoConfig, cpu: str, memory: str) -> dict[str, Any]:
 
 
 def _retry(policy: str = "Always", limit: int = 3) -> Any:
-    """Retries with backoff; ``OnError`` retries pod-level errors alone (steps that create runs)."""
+    """Retries with backoff, only of failures that may pass on a second try.
+
+    ``Always`` retries what ``exit_codes.RETRYABLE_EXPRESSION`` allows (pod errors, exit 1, OOM or preemption kills),
+    never a usage error, a refusal or invalid input (exit 2, 3, 4); ``OnError`` retries pod-level errors alone
+    (steps that create runs, which must not be created twice).
+    """
     from hera.workflows import RetryStrategy
     from hera.workflows import models as m
     from hera.workflows.models.io.k8s.apimachinery.pkg.util.intstr import IntOrString
@@ -200,6 +206,7 @@ def _retry(policy: str = "Always", limit: int = 3) -> Any:
     return RetryStrategy(
         limit=limit,
         retry_policy=policy,
+        expression=RETRYABLE_EXPRESSION if policy == "Always" else None,
         backoff=m.Backoff(duration="30s", factor=IntOrString(2), max_duration="10m"),
     )
 
