@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -500,7 +501,10 @@ def score(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: the process-wide defaults a library must not set, then the command."""
+    # Never phone home: Great Expectations and MLflow read these when first imported (an explicit value wins).
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     app()
 
 

@@ -105,8 +105,8 @@ def scored(champion, cluster, tmp_path_factory):
 
 
 def test_batch_decisions_equal_the_online_server(champion, scored):
-    from harmguard.serving.config import ServeArgs
-    from harmguard.serving.local import start_app, user_config_for
+    from harmguard.serving.config import ServeArgs, user_config_for
+    from harmguard.serving.local import start_app
 
     texts, rows, out, manifest = scored["texts"], scored["rows"], scored["out"], scored["manifest"]
     record = champion["record"]

@@ -53,7 +53,9 @@ def _review(settings, store, tmp_path, monkeypatch, report: dict) -> dict:
     for name, m in (("champion", champion_model), ("challenger", model)):
         m.save(tmp_path / name)
     champion = Champion("review-test/1", model_digest(tmp_path / "champion"), {"hate": 0.5}, "baseline", champion_model)
-    monkeypatch.setattr("harmguard.evaluation.frozen.load_champion", lambda *_: (champion, "compared with champion 1"))
+    monkeypatch.setattr(
+        "harmguard.evaluation.evaluate.load_champion", lambda *_: (champion, "compared with champion 1")
+    )
     digest = model_digest(tmp_path / "challenger")
 
     def evaluate() -> tuple[dict, PairedDecisions]:

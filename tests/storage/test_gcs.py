@@ -13,6 +13,7 @@ import pytest
 
 from harmguard import registry
 from harmguard.digests import model_digest
+from harmguard.registry import core as registry_core
 from harmguard.registry.models import download_model
 from harmguard.settings import Settings
 from harmguard.storage import LostRace, StoreError, open_store
@@ -47,8 +48,8 @@ def store(home: str, tmp_path: Path) -> GCSStore:
 @pytest.fixture
 def no_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     # The MLflow mirror is covered by test_registry (and by the full run below); these tests are about the store.
-    monkeypatch.setattr(registry, "mirror_version", lambda *a, **k: "1")
-    monkeypatch.setattr(registry, "sync_alias", lambda *a, **k: None)
+    monkeypatch.setattr(registry_core, "mirror_version", lambda *a, **k: "1")
+    monkeypatch.setattr(registry_core, "sync_alias", lambda *a, **k: None)
 
 
 def make_model(folder: Path, weights: str = "w0") -> Path:
