@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
@@ -21,8 +22,6 @@ def spam(tmp_path_factory):
     from harmguard.settings import Settings
     from tests.conftest import mirror_dir
 
-    if mirror_dir() is None:
-        pytest.skip("dataset mirror not found")
     tmp = tmp_path_factory.mktemp("spam")
     settings = Settings(home=str(tmp), cache=tmp / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri="sqlite://")
     policy = load_policy("sms_spam")
@@ -82,3 +81,48 @@ def test_corrupt_export_is_refused(spam, tmp_path):
         load_model(tmp_path / "m")
     with pytest.raises(ModelError, match="no model.json"):
         load_model(tmp_path)
+
+
+def _sklearn_reference(texts: list[str], y: np.ndarray, spec) -> tuple[object, object]:
+    """The same model fitted by scikit-learn alone: TF-IDF blocks, then LogisticRegression with the same weights."""
+    docs = [preprocess_text(t) for t in texts]
+    vecs = []
+    for analyzer, rng in (("word", spec.word_ngrams), (spec.char_analyzer, spec.char_ngrams)):
+        vec = TfidfVectorizer(analyzer=analyzer, ngram_range=tuple(rng), min_df=spec.min_df,
+                              max_features=spec.max_features, sublinear_tf=spec.sublinear_tf)  # fmt: skip
+        vecs.append(vec.fit(docs))
+    values, counts = np.unique(y, return_counts=True)
+    weights = (len(y) / (len(values) * counts)) ** spec.class_weight_power
+    clf = LogisticRegression(C=spec.C, max_iter=spec.max_iter, solver="lbfgs", random_state=0,
+                             class_weight=dict(zip(values.tolist(), weights.tolist(), strict=True)))  # fmt: skip
+    clf.fit(sp.hstack([v.transform(docs) for v in vecs], format="csr"), y)
+
+    def featurize(batch: list[str]) -> sp.csr_matrix:
+        return sp.hstack([v.transform([preprocess_text(t) for t in batch]) for v in vecs], format="csr")
+
+    return clf, featurize
+
+
+@pytest.mark.parametrize("case", ["binary", "three classes, one missing from training", "three classes"])
+def test_predict_proba_equals_scikit_learn_on_unseen_texts(case, tmp_path, settings):
+    if case == "binary":
+        policy = load_policy("sms_spam")
+        data = build_snapshot(load_dataset("sms_spam", settings), policy)
+    else:
+        policy = load_policy("davidson2017")
+        data = build_snapshot(load_dataset("davidson2017", settings), policy)
+    train, unseen = split_frame(data, "train").head(1500), split_frame(data, "test").head(300)
+    if case.endswith("missing from training"):
+        train = train[train["label"] != policy.classes[0]]  # e.g. no hate rows at all
+    y = encode_labels(train, policy)
+    model = train_baseline(train["text"].tolist(), y, policy)
+    model.save(tmp_path / "m")
+    exported = load_model(tmp_path / "m")  # what serving loads: plain arrays, numpy arithmetic
+    clf, featurize = _sklearn_reference(train["text"].tolist(), y, policy.baseline)
+    texts = unseen["text"].tolist()
+    ref = clf.predict_proba(featurize(texts))
+    ours = exported.predict_proba(texts)
+    assert ours.shape == (len(texts), len(policy.classes))
+    np.testing.assert_allclose(ours[:, clf.classes_], ref, rtol=0, atol=1e-9)
+    missing = sorted(set(range(len(policy.classes))) - set(clf.classes_.tolist()))
+    assert np.all(ours[:, missing] < 1e-9)  # a class never seen in training is never predicted

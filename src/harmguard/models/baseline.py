@@ -199,13 +199,13 @@ def train_baseline(texts: list[str], labels: np.ndarray, policy: Policy, *, seed
         if len(present) < 2:
             raise ValueError("training data has fewer than two classes")
         clf = fit(labels)
+        # Classes missing from the training data get a logit of -1e4: a probability of 0, never predicted.
+        intercept[np.setdiff1d(np.arange(n_classes), clf.classes_)] = -1e4
         if len(clf.classes_) == 2:
             # Binary logistic regression has one logit; as two-class logits [0, z] its softmax is the sigmoid.
             coef[clf.classes_[1]] = clf.coef_[0]
             intercept[clf.classes_[1]] = clf.intercept_[0]
         else:
-            # Classes missing from the training data keep logit -inf-like weight: very negative intercept.
-            intercept[:] = -1e4
             coef[clf.classes_] = clf.coef_
             intercept[clf.classes_] = clf.intercept_
     else:
