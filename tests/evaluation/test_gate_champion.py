@@ -51,7 +51,11 @@ def test_challenger_against_a_real_champion(hg_env, settings, tmp_path):
     changes = [c for c in b2["checks"] if c["type"] == "change"]
     assert changes and all(c["passed"] and c["delta"] == 0 and c["interval"] == [0, 0] for c in changes)
     evaluation = json.loads((home / "runs" / twin["run_id"] / "evaluation.json").read_text())
-    assert evaluation["score_cache"] == {"hits": 3, "misses": 0}  # validation + test for both: scored in run 1
+    assert evaluation["score_cache"] == {
+        "hits": 3,
+        "misses": 0,
+        "rejected": 0,
+    }  # validation + test for both: scored in run 1
     assert (home / "scores" / first["model_digest"] / f"{test_set['digest']}.npy").is_file()
     thresholds = json.loads((home / "runs" / twin["run_id"] / "thresholds.json").read_text())
     assert thresholds["thresholds_version"] == twin["thresholds_version"]

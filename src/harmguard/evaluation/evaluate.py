@@ -21,6 +21,7 @@ from harmguard.digests import thresholds_version
 from harmguard.evaluation.flips import flipped_examples
 from harmguard.evaluation.frozen import (
     TEST,
+    ChampionMismatch,
     Decisions,
     FrozenSet,
     PairedDecisions,
@@ -214,7 +215,12 @@ def evaluate_against_champion(
     doc, challenger, probas = evaluate_challenger(
         model, frame, policy, settings, scorer=cache.scorer(model, model_digest), sets=sets
     )
-    champion, note = load_champion(store, policy)
+    try:
+        champion, note = load_champion(store, policy)
+        doc["champion_mismatch"] = None
+    except ChampionMismatch as e:  # fail closed: every change check fails with this reason
+        champion, note = None, str(e)
+        doc["champion_mismatch"] = note
     champion_decisions = None
     doc["champion"] = None
     doc["flips"] = None
@@ -230,7 +236,7 @@ def evaluate_against_champion(
         }
         doc["flips"] = flipped_examples(sets, policy, (probas, challenger), (champion_probas, champion_decisions))
     doc["champion_note"] = note
-    doc["score_cache"] = {"hits": cache.hits, "misses": cache.misses}
+    doc["score_cache"] = cache.stats()
     slices = next(fs.slices for fs in sets if fs.category is None)
     return doc, PairedDecisions(challenger, champion_decisions, slices)
 

@@ -137,32 +137,60 @@ def reference_decisions(proba: np.ndarray, label_mode: str) -> np.ndarray:
 
 @dataclass
 class ScoreCache:
-    """Scores by (model digest, set digest) under ``scores/`` of the artifact store, create-only."""
+    """Scores by (model digest, set digest) under ``scores/`` of the artifact store, create-only.
+
+    Each ``<set>.npy`` has a record ``<set>.json`` written after it: the sha256 of the array file, its rows, and the
+    two digests it belongs to. A cached array is trusted only when its bytes hash to the recorded digest; any other
+    file (edited, truncated, written without a record) is scored again and counted as ``rejected``.
+    """
 
     store: ArtifactStore
     hits: int = 0
     misses: int = 0
+    rejected: int = 0
+
+    def _cached(self, key: str, record: dict[str, Any], rows: int) -> np.ndarray | None:
+        try:
+            data = self.store.read_bytes(f"{key}.npy")
+        except FileNotFoundError:
+            return None
+        try:
+            recorded = json.loads(self.store.read_bytes(f"{key}.json"))
+        except (FileNotFoundError, ValueError):
+            recorded = None
+        if recorded != record | {"sha256": sha256_bytes(data), "rows": rows}:
+            self.rejected += 1  # not what this cache wrote for this model and set: never trusted
+            return None
+        return np.load(io.BytesIO(data), allow_pickle=False)
 
     def scorer(self, model: Classifier, digest: str) -> Scorer:
         """A scorer for one model that reads and fills the cache."""
 
         def score(set_key: str, texts: list[str]) -> np.ndarray:
-            key = f"scores/{digest}/{set_key}.npy"
-            try:
-                cached = np.load(io.BytesIO(self.store.read_bytes(key)), allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError):
-                cached = None
-            if cached is not None and cached.shape[0] == len(texts):
+            key = f"scores/{digest}/{set_key}"
+            record = {"model_digest": digest, "set_key": set_key}
+            cached = self._cached(key, record, len(texts))
+            if cached is not None:
                 self.hits += 1
                 return cached
             self.misses += 1
             proba = np.asarray(model.predict_proba(texts), dtype=np.float64)
             buf = io.BytesIO()
             np.save(buf, proba, allow_pickle=False)
-            self.store.create_only(key, buf.getvalue())  # a concurrent writer wrote the same content
+            data = buf.getvalue()
+            # create-only: a concurrent writer wrote the same content; the record goes last, so a file without one
+            # (a crash in between) is never trusted
+            self.store.create_only(f"{key}.npy", data)
+            self.store.create_only(
+                f"{key}.json", canonical_json(record | {"sha256": sha256_bytes(data), "rows": len(texts)})
+            )
             return proba
 
         return score
+
+    def stats(self) -> dict[str, int]:
+        """Hits, misses and rejected cache files of this evaluation."""
+        return {"hits": self.hits, "misses": self.misses, "rejected": self.rejected}
 
 
 @dataclass
@@ -225,11 +253,16 @@ class Champion:
     model: Classifier
 
 
+class ChampionMismatch(ValueError):
+    """The champion scores other classes or decides other categories than the policy: it cannot be compared."""
+
+
 def load_champion(store: ArtifactStore, policy: Policy) -> tuple[Champion | None, str]:
-    """The policy's champion with its model digest verified, or None and why there is none to compare with.
+    """The policy's champion with its model digest verified, or None (first run) and why.
 
     Raises:
         TamperedModelError: When the champion's published files no longer hash to its digest.
+        ChampionMismatch: When its classes or thresholds do not match the policy (the gate fails closed on it).
     """
     pointer, _ = read_alias(store, policy.name, "champion")
     if pointer is None or pointer.version is None:
@@ -237,9 +270,10 @@ def load_champion(store: ArtifactStore, policy: Policy) -> tuple[Champion | None
     record = get_version(store, pointer.version)
     model = load_model(verify_model(store, record.model_digest))
     if list(model.classes) != policy.classes or set(record.thresholds) != set(policy.categories):
-        return None, (
-            f"champion {record.version} scores {model.classes} with thresholds for {sorted(record.thresholds)}, "
-            f"not this policy's {policy.classes}: change thresholds are skipped"
+        raise ChampionMismatch(
+            f"champion {record.version} scores {list(model.classes)} with thresholds for {sorted(record.thresholds)}, "
+            f"not this policy's classes {policy.classes} and categories {policy.categories}: it cannot be compared "
+            "on the same rows"
         )
     champion = Champion(record.version, record.model_digest, dict(record.thresholds), record.family, model)
     return champion, f"compared with champion {record.version} on the same frozen sets"

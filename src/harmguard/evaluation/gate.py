@@ -229,7 +229,10 @@ def run_gate(
     champion_flat = flatten(champion_doc, "test") if champion_doc else None
     notes: list[str] = []
     compare = champion_doc is not None and paired is not None and paired.champion is not None
-    if champion_doc is None:
+    mismatch = evaluation.get("champion_mismatch")
+    if mismatch:
+        notes.append(f"the champion cannot be compared: {mismatch}; every change check fails")
+    elif champion_doc is None:
         notes.append(evaluation.get("champion_note") or "no champion: change thresholds are skipped (first run)")
     elif not compare:
         notes.append("champion metrics present but no paired decisions were given: change checks fail")
@@ -242,7 +245,9 @@ def run_gate(
             checks.append(check_threshold(t, flat, champion_flat, details, confidence=policy.gate.bootstrap.confidence))
         if t.change is None:
             continue
-        if champion_doc is None:
+        if mismatch:
+            checks.append(_skipped(t, mismatch) | {"skipped": False, "passed": False})
+        elif champion_doc is None:
             checks.append(_skipped(t, "no champion to compare with"))
         elif not compare:
             checks.append(_skipped(t, "no paired decisions") | {"skipped": False, "passed": False})
