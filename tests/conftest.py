@@ -16,19 +16,49 @@ from harmguard.storage import LocalStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def mirror_dir() -> Path | None:
+# The folders that replace the network (CONTRACTS.md): every pipeline, gate, serving and batch test reads them.
+MIRRORS = {
+    "HARMGUARD_DATA_MIRROR": ROOT.parent / "shared" / "datasets",
+    "HARMGUARD_SCHEMA_MIRROR": ROOT.parent / "shared" / "schemas",
+}
+
+
+def _mirror(var: str) -> Path:
+    return Path(os.environ.get(var) or MIRRORS[var]).resolve()
+
+
+def mirror_problems() -> list[str]:
+    """What is wrong with the mirrors: a folder that is missing or empty (then no test may run)."""
+    problems = []
+    for var in MIRRORS:
+        path = _mirror(var)
+        if not path.is_dir():
+            problems.append(f"{var}: {path} does not exist")
+        elif not any(path.iterdir()):
+            problems.append(f"{var}: {path} is empty")
+    return problems
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to start without the mirrors: tests that skip silently would let CI pass with nothing tested."""
+    if problems := mirror_problems():
+        pytest.exit(
+            "harmguard's tests need the shared dataset and schema mirrors:\n  "
+            + "\n  ".join(problems)
+            + "\nSet HARMGUARD_DATA_MIRROR and HARMGUARD_SCHEMA_MIRROR to the shared datasets/ and schemas/ folders "
+            "(`make test` and .ci/run use ../shared/ beside the project).",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def mirror_dir() -> Path:
     """The shared dataset mirror (HARMGUARD_DATA_MIRROR, else ../shared/datasets beside the project)."""
-    env = os.environ.get("HARMGUARD_DATA_MIRROR")
-    path = Path(env) if env else ROOT.parent / "shared" / "datasets"
-    return path if path.is_dir() else None
+    return _mirror("HARMGUARD_DATA_MIRROR")
 
 
 @pytest.fixture
 def mirror() -> Path:
-    path = mirror_dir()
-    if path is None:
-        pytest.skip("dataset mirror not found (set HARMGUARD_DATA_MIRROR)")
-    return path
+    return mirror_dir()
 
 
 @pytest.fixture
@@ -63,10 +93,7 @@ def schema_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
     One cache per session: the first validation of a kind preprocesses its CRD (seconds), later ones reuse it.
     """
-    env = os.environ.get("HARMGUARD_SCHEMA_MIRROR")
-    path = Path(env) if env else ROOT.parent / "shared" / "schemas"
-    if not path.is_dir():
-        pytest.skip("CRD schema mirror not found (set HARMGUARD_SCHEMA_MIRROR)")
+    path = _mirror("HARMGUARD_SCHEMA_MIRROR")
     tmp = tmp_path_factory.mktemp("schemas")
     return Settings(
         home=str(tmp / "home"),

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 import requests
+from ray import serve
 
 from harmguard.batch.output import SUCCESS, TEMPORARY, AlreadyCommitted, UncommittedOutput, read_scored
 from harmguard.batch.score import BatchConfig, BatchInputError, ScoringError, resolve_record, score_registered
@@ -25,9 +27,6 @@ from harmguard.data.readers import DataReadError
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 from tests.conftest import ROOT, mirror_dir
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
 
 SPAM = "WINNER!! Claim your free prize now, call 09061701461"
 
@@ -42,8 +41,6 @@ def champion(tmp_path_factory, mlflow_uri):
     from harmguard.registry import move_alias, register_version
     from harmguard.registry.models import publish_model
 
-    if mirror_dir() is None:
-        pytest.skip("dataset mirror not found")
     home = tmp_path_factory.mktemp("batch-home")
     settings = Settings(home=str(home), cache=home / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri=mlflow_uri)
     policy = load_policy("sms_spam")

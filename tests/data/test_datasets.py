@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -26,20 +25,13 @@ from harmguard.data.datasets import (
     load_identity_terms,
 )
 from harmguard.settings import Settings
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _mirror_path() -> Path:
-    env = os.environ.get("HARMGUARD_DATA_MIRROR")
-    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "datasets"
+from tests.conftest import mirror_dir
 
 
 @pytest.fixture
 def mirror() -> Path:
-    path = _mirror_path()
-    if not (path / "PROVENANCE.json").is_file():
-        pytest.skip(f"dataset mirror not found at {path} (set HARMGUARD_DATA_MIRROR to the shared datasets folder)")
+    path = mirror_dir()
+    assert (path / "PROVENANCE.json").is_file(), f"{path} is not the shared datasets folder (no PROVENANCE.json)"
     return path
 
 

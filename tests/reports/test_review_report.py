@@ -112,7 +112,7 @@ def test_review_page_has_every_table_and_cut_flipped_texts(settings, store, tmp_
     # a rerun scores nothing new: both models, every set and every perturbation come from the score cache
     again, _ = r["evaluate"]()
     # challenger: validation, test, hatecheck, 2 perturbations; champion: test, hatecheck, 2 perturbations
-    assert again["score_cache"] == {"hits": 5 + 4, "misses": 0}
+    assert again["score_cache"] == {"hits": 5 + 4, "misses": 0, "rejected": 0}
     assert again["fairness"] == json.loads(json.dumps(evaluation["fairness"]))  # same numbers, and plain JSON
 
 

@@ -6,19 +6,17 @@ import socket
 from pathlib import Path
 
 import pytest
+import ray
 import requests
+from ray import serve
 
 from harmguard.digests import model_digest, thresholds_version
 from harmguard.models.decide import decide
 from harmguard.models.loading import load_model
+from harmguard.serving.config import ServeArgs, UserConfig
+from harmguard.serving.local import start_app
 from harmguard.storage.gcs import GCSStore, make_client
 from tests.support.gcs_emulator import fake_gcs_server
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
-
-from harmguard.serving.config import ServeArgs, UserConfig  # noqa: E402
-from harmguard.serving.local import start_app  # noqa: E402
 
 
 def test_serve_loads_a_model_from_gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path) -> None:

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import requests
+from ray import serve
 
 from harmguard.digests import model_digest, thresholds_version
 from harmguard.models.decide import decide
-from harmguard.models.loading import load_model
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
-
-from harmguard.models.loading import ModelDigestMismatch  # noqa: E402
-from harmguard.serving.config import Limits, ServeArgs, UserConfig  # noqa: E402
-from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app  # noqa: E402
+from harmguard.models.loading import (
+    ModelDigestMismatch,  # noqa: E402
+    load_model,
+)
+from harmguard.serving.config import Limits, ServeArgs, UserConfig
+from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app
 
 APP = "harmguard"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_texts_per_request=8, max_chars_per_text=500, request_timeout_s=20)
@@ -60,8 +60,6 @@ def models(tmp_path_factory):
     from harmguard.settings import Settings
     from tests.conftest import mirror_dir
 
-    if mirror_dir() is None:
-        pytest.skip("dataset mirror not found")
     home = tmp_path_factory.mktemp("home")
     settings = Settings(home=str(home), cache=home / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri="sqlite://")
     policy = load_policy("sms_spam").model_copy(
@@ -86,7 +84,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(models):
     """Serve on a free loopback port for the whole module."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # Logical CPUs: room for two model replicas (1 CPU each) and the ingress (0.25) in the swap-under-load test.
+    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
     base = _config("sms_spam/1", models["a"], {"spam": 0.5})
     args = ServeArgs(user_config=base, limits=LIMITS)
     url = start_app(args, port=_free_port(), app_name=APP)
@@ -102,6 +101,52 @@ def srv(server):
     yield server
     if server["args"].user_config != server["base"]:
         server["args"] = apply_user_config(server["args"], server["base"], app_name=APP)
+
+
+class _Clients:
+    """Threads posting the same texts until stopped; an exception in any of them fails the test that uses them."""
+
+    def __init__(self, url: str, texts: list[str], n: int) -> None:
+        self.url, self.texts = url, texts
+        self.answers: list[tuple[int, int, dict | None]] = []  # (phase, HTTP status, body when 200)
+        self.phase = 0
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+        self.cond = threading.Condition()
+
+    def _run(self) -> None:
+        try:
+            with requests.Session() as s:
+                while not self.stop.is_set():
+                    phase = self.phase
+                    r = s.post(f"{self.url}/v1/classify", json={"texts": self.texts}, timeout=30)
+                    with self.cond:
+                        self.answers.append((phase, r.status_code, r.json() if r.status_code == 200 else None))
+                        self.cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - every failure of a client must reach the test
+            with self.cond:
+                self.errors.append(e)
+                self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout_s: float = 120.0) -> None:
+        """Block until ``predicate(answers so far)`` holds; fail on a client error or the deadline."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: self.errors or predicate(self.answers), timeout=timeout_s)
+        assert not self.errors, self.errors
+        assert ok, f"condition not reached in {timeout_s} s ({len(self.answers)} answers)"
+
+    def __enter__(self) -> _Clients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
+        assert not self.errors, self.errors
 
 
 def _classify(url: str, texts: list[str]) -> dict:
@@ -184,30 +229,14 @@ def test_reconfigure_thresholds_under_load(srv, models):
     expected = {}
     for t in ({"spam": 0.5}, {"spam": 0.0}):
         expected[thresholds_version(t)] = decide(model, t, texts).decisions[:, 0].tolist()
-    answers: list[tuple[int, dict | None]] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with requests.Session() as s:
-            while not stop.is_set():
-                r = s.post(f"{url}/v1/classify", json={"texts": texts}, timeout=30)
-                answers.append((r.status_code, r.json() if r.status_code == 200 else None))
-
-    worker = threading.Thread(target=client)
-    worker.start()
-    try:
-        time.sleep(1.0)
-        new = _config("sms_spam/1", models["a"], {"spam": 0.0})  # every text becomes spam
+    new = _config("sms_spam/1", models["a"], {"spam": 0.0})  # every text becomes spam
+    with _Clients(url, texts, n=1) as clients:
+        clients.wait_for(lambda done: len(done) >= 3)  # answers under the old thresholds first
         srv["args"] = apply_user_config(srv["args"], new, app_name=APP)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if answers and answers[-1][1] and answers[-1][1]["thresholds_version"] == new.thresholds_version:
-                break
-            time.sleep(0.1)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        worker.join(timeout=60)
+        clients.wait_for(
+            lambda done: sum(1 for *_, d in done if d and d["thresholds_version"] == new.thresholds_version) >= 5
+        )
+    answers = [(status, doc) for _, status, doc in clients.answers]
     assert answers and all(status == 200 for status, _ in answers), [s for s, _ in answers if s != 200]
     versions = [doc["thresholds_version"] for _, doc in answers if doc]
     assert versions[0] == srv["base"].thresholds_version and versions[-1] == new.thresholds_version
@@ -220,6 +249,38 @@ def test_reconfigure_thresholds_under_load(srv, models):
         # Each answer's decisions are exactly those of the thresholds version it names.
         assert [row["decisions"]["spam"] for row in doc["results"]] == expected[doc["thresholds_version"]]
     assert all(expected[new.thresholds_version])
+
+
+def test_model_swap_under_load_with_two_replicas(srv, models):
+    """A new model (new digest) rolls out to two replicas while two clients send continuously: every answer is 200,
+    each names the version whose model computed it, and once the swap returns only the new model answers."""
+    url, texts = srv["url"], models["texts"][:8]
+    old, new = srv["base"], _config("sms_spam/2", models["b"], {"spam": 0.5})
+    expected = {
+        cfg.version: decide(load_model(folder), cfg.thresholds, texts).scores[:, 0]
+        for cfg, folder in ((old, models["a"]), (new, models["b"]))
+    }
+    assert not np.allclose(expected[old.version], expected[new.version])  # the two models tell apart
+    one = srv["args"]
+    two = one.model_copy(update={"batching": one.batching.model_copy(update={"num_replicas": 2})})
+    deploy_app(two, app_name=APP)
+    try:
+        with _Clients(url, texts, n=2) as clients:
+            clients.wait_for(lambda done: len(done) >= 10)
+            srv["args"] = apply_user_config(two, new, app_name=APP)
+            clients.phase = 1  # requests sent from here on must be answered by the new model
+            clients.wait_for(lambda done: sum(1 for p, _, d in done if p == 1 and d) >= 20)
+    finally:
+        srv["args"] = one
+        deploy_app(one, app_name=APP)  # back to one replica and the base model
+    statuses = [status for _, status, _ in clients.answers]
+    assert statuses and set(statuses) == {200}, statuses
+    for phase, _, doc in clients.answers:
+        scores = [row["scores"]["spam"] for row in doc["results"]]
+        assert scores == pytest.approx(expected[doc["model_version"]].tolist(), abs=1e-12)  # self-consistent
+        if phase == 1:
+            assert doc["model_version"] == new.version
+    assert any(doc["model_version"] == old.version for phase, _, doc in clients.answers if phase == 0)
 
 
 def test_digest_mismatch_is_refused_and_old_model_keeps_serving(srv, models):
@@ -267,7 +328,17 @@ def test_request_texts_are_never_logged(srv):
     _classify(url, [f"{CANARY} call now to win"])
     requests.post(f"{url}/v1/classify", json={"texts": [CANARY * 100]}, timeout=10)  # over the char limit
     requests.post(f"{url}/v1/classify", json={"texts": [CANARY], "extra": CANARY}, timeout=10)  # schema error
-    time.sleep(1.0)  # let log files flush
     logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
-    leaked = [p for p in logs.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+
+    def files_with(needle: bytes) -> list[Path]:
+        return [p for p in logs.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+    # Positive control: the scan must read the logs a leak would land in. The access log records the requests
+    # (path, status), the model replica's log records the version it serves; wait until both are flushed.
+    deadline = time.monotonic() + 60
+    while not (access := files_with(b"/v1/classify")) or not (replica := files_with(b"serving sms_spam/1")):
+        assert time.monotonic() < deadline, "no Serve access or replica log found: the scan would prove nothing"
+        time.sleep(0.2)
+    assert any("serve" in p.parts for p in access + replica), (access, replica)
+    leaked = files_with(CANARY.encode())
     assert not leaked, leaked

@@ -10,16 +10,14 @@ from __future__ import annotations
 import socket
 
 import pytest
+import ray
 import requests
+from ray import serve
 
 from harmguard.digests import model_digest
 from harmguard.promotion.golden import golden_bytes, measure_golden, parse_golden
-
-ray = pytest.importorskip("ray")
-serve = pytest.importorskip("ray.serve")
-
-from harmguard.serving.config import ServeArgs, UserConfig  # noqa: E402
-from harmguard.serving.local import start_app  # noqa: E402
+from harmguard.serving.config import ServeArgs, UserConfig
+from harmguard.serving.local import start_app
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +30,6 @@ def davidson_model(tmp_path_factory):
     from harmguard.training.dispatch import train_model
     from tests.conftest import mirror_dir
 
-    if mirror_dir() is None:
-        pytest.skip("dataset mirror not found")
     home = tmp_path_factory.mktemp("home")
     settings = Settings(home=str(home), cache=home / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri="sqlite://")
     policy = load_policy("davidson2017")

@@ -266,23 +266,22 @@ def test_writes_survive_503s_and_resets_and_never_register_a_partial_model(
             token = faulty.compare_and_swap("ptr.json", f"v{i}".encode(), token)
         assert clean.read_versioned("ptr.json") == (b"v9", token)
 
-        # publish and register several models: each either completes or fails, never half-registered
+        # publish and register several models: retries carry every one through the faults, and none is half-made
         outcomes = []
         for i in range(4):
             src = make_model(tmp_path / f"m{i}", weights=f"w{i}")
-            try:
-                digest = registry.publish_model(faulty, src)
-                outcomes.append(("ok", register(faulty, settings_home, "faults", digest).version))
-            except Exception as e:  # a clean failure is allowed; a partial model is not
-                outcomes.append(("failed", repr(e)))
+            digest = registry.publish_model(faulty, src)
+            outcomes.append(("ok", register(faulty, settings_home, "faults", digest).version))
         assert min(proxy.counts[k] for k in ("503", "reset", "lost")) >= 2, proxy.counts  # every fault kind hit
 
     for record in registry.list_versions(clean, "faults"):
         # every registered version names a complete model whose files hash to its digest
         assert model_digest(registry.verify_model(clean, record.model_digest)) == record.model_digest
-    assert [v for status, v in outcomes if status == "ok"] == [
-        r.version for r in registry.list_versions(clean, "faults")
-    ], outcomes
+    assert (
+        [v for _, v in outcomes]
+        == [r.version for r in registry.list_versions(clean, "faults")]
+        == [f"faults/{n}" for n in range(1, 5)]
+    ), outcomes
     for key in clean.list("objs"):
         assert clean.read_bytes(key) == f"content {key.rsplit('/', 1)[1]}".encode()
 
@@ -290,15 +289,17 @@ def test_writes_survive_503s_and_resets_and_never_register_a_partial_model(
 def test_a_failed_write_is_clean_when_the_server_stays_down(
     emulator: str, home: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from google.api_core.exceptions import ServiceUnavailable
+    from google.api_core.exceptions import RetryError
 
     clean = GCSStore(home, **FAST_RETRY)  # type: ignore[arg-type]
     with FaultProxy(emulator, p503=1.0, p_reset=0, p_lost=0) as proxy:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         faulty = GCSStore(home, initial_backoff_s=0.01, max_backoff_s=0.02, deadline_s=1.0, timeout_s=5.0)
         src = make_model(tmp_path / "m")
-        with pytest.raises((ServiceUnavailable, Exception)):
+        with pytest.raises(RetryError, match="Timeout of 1.0s exceeded") as failed:
             registry.publish_model(faulty, src)
+        assert "503" in str(failed.value.cause)  # the server's answer, retried until the deadline
+        assert proxy.counts["503"] >= 2
     assert not clean.exists(f"models/{model_digest(src)}")  # nothing that looks published
 
 
