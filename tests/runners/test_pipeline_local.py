@@ -96,7 +96,7 @@ def test_usage_errors_exit_2_and_a_malformed_policy_exits_4(hg_env, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nlabel_mode: sometimes\n")
     proc = run_cli(["run", "--policy", str(bad)], hg_env)
-    assert proc.returncode == ExitCode.INVALID_INPUT == 4 and "is invalid" in proc.stderr
+    assert proc.returncode == ExitCode.INVALID_INPUT == 4 and "is invalid" in " ".join(proc.stderr.split())
 
 
 @pytest.mark.slow
