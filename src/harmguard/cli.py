@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harmguard.exit_codes import ExitCode
@@ -498,6 +499,94 @@ def score(
         raise _fail(str(e), ExitCode.UNEXPECTED) from e
     if as_json:
         sys.stdout.write(json.dumps(manifest, default=str) + "\n")
+
+
+labels_app = typer.Typer(help="Moderation decisions and appeals coming back as labels.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+def _policy(ref: str):
+    from harmguard.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(ref)
+    except PolicyError as e:
+        raise _fail(str(e), _policy_exit(e)) from e
+
+
+@labels_app.command("import")
+def labels_import(
+    path: Annotated[str, typer.Argument(help="A JSONL, CSV or Parquet file of moderation events (local or gs://).")],
+    policy: Annotated[str, typer.Option(help="Shipped policy name or path: whose labels these are.")],
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Import the valid events; write the invalid ones to a rejects file beside them.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Import moderation events: validated, idempotent (redeliveries counted), create-only, one watermark step."""
+    from harmguard.labels.events import LabelFileError
+    from harmguard.labels.store import import_events
+    from harmguard.storage import open_store
+
+    p = _policy(policy)
+    try:
+        result = import_events(open_store(_settings().home), p.name, p.categories, path, by=_user(),
+                               skip_invalid=skip_invalid)  # fmt: skip
+    except LabelFileError as e:
+        if as_json:
+            sys.stdout.write(json.dumps({"error": str(e), "exit_code": int(ExitCode.INVALID_INPUT)}) + "\n")
+        raise _fail(escape(str(e)), ExitCode.INVALID_INPUT) from e
+    err.print(
+        f"imported {result.new} new event(s) of {result.read} read into {p.name} (watermark {result.watermark}); "
+        f"{result.duplicates} redelivered, {result.rejected} rejected, {result.unseen_overturns} overturning "
+        "events not seen yet" + (f"; rejects: {result.rejects}" if result.rejects else "")
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+
+
+@labels_app.command("status")
+def labels_status_(
+    policy: Annotated[str, typer.Option(help="Shipped policy name or path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Events, items, redeliveries, per source and week; label, appeal and overturn rates; the watermark."""
+    from harmguard.labels.status import labels_status
+    from harmguard.storage import open_store
+
+    p = _policy(policy)
+    doc = labels_status(open_store(_settings().home), p.name, p.categories)
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    table = Table(title=f"labels of {p.name} · watermark {doc['watermark']} · newest decision {doc['newest_decision']}")
+    for col in ("events", "items", "redelivered", "rejected", "erased", "appeal rate", "overturn rate"):
+        table.add_column(col)
+    table.add_row(*(str(doc[k]) for k in ("events", "items", "duplicates", "rejected", "erased_items",
+                                           "appeal_rate", "overturn_rate")))  # fmt: skip
+    Console().print(table)
+    for c, r in doc.get("label_rate", {}).items():
+        err.print(f"label rate of {escape(c)}: {r['rate']} over {r['items']} items")
+    for week, w in doc.get("per_week", {}).items():
+        err.print(f"{week}: {w['events']} events, {w['new_items']} new items")
+
+
+@labels_app.command("erase")
+def labels_erase(
+    policy: Annotated[str, typer.Option(help="Shipped policy name or path.")],
+    item_id: Annotated[str, typer.Option(help="The content item taken down.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
+) -> None:
+    """Take an item down: a tombstone, after which no snapshot contains its text."""
+    from harmguard.labels.store import erase_item
+    from harmguard.storage import open_store
+
+    p = _policy(policy)
+    try:
+        tomb = erase_item(open_store(_settings().home), p.name, item_id, reason=reason, by=_user())
+    except ValueError as e:
+        raise _fail(str(e), ExitCode.USAGE) from e
+    err.print(f"erased item {escape(item_id)} of {p.name}" + ("" if tomb["new"] else " (it was already erased)"))
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from ray import serve
 
 from harmguard.batch.output import SUCCESS, TEMPORARY, AlreadyCommitted, UncommittedOutput, read_scored
 from harmguard.batch.score import BatchConfig, BatchInputError, ScoringError, resolve_record, score_registered
-from harmguard.data.readers import DataReadError
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
+from harmguard.storage.readers import DataReadError
 from tests.conftest import ROOT, mirror_dir
 
 SPAM = "WINNER!! Claim your free prize now, call 09061701461"

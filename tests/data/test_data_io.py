@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harmguard.data.readers import DataReadError, infer_format, read_table
+from harmguard.storage.readers import DataReadError, infer_format, read_table
 
 CSV = 'id,text,label\n1,"hello\nworld",0\n2,"she said ""hi""",1\n3,,2\n4,NA,1\n'
 

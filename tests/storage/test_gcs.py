@@ -198,7 +198,7 @@ def settings_home(home: str, tmp_path: Path, no_mlflow: None) -> Settings:
 
 
 def test_read_table_from_gs(store: GCSStore, tmp_path: Path) -> None:
-    from harmguard.data.readers import read_table
+    from harmguard.storage.readers import read_table
 
     store.write_atomic("data/t.csv", b'id,text\n1,"a, quoted\nnewline"\n2,b\n')
     frame = read_table(store.uri_for("data/t.csv"), string_columns=["id"])

@@ -1,6 +1,6 @@
 """Batch scoring with Ray Data: a file of texts scored with the model and thresholds that serve online.
 
-``score_file`` reads the input (CSV, Parquet or JSONL, local or ``gs://``, through ``harmguard.data.readers``), checks
+``score_file`` reads the input (CSV, Parquet or JSONL, local or ``gs://``, through ``storage.readers``), checks
 the model digest and thresholds, and streams ``(row, text)`` blocks through Ray Data ``map_batches`` over an actor pool:
 each actor loads and verifies the model once (``harmguard.serving.model.load_spec``, as a Serve replica does) and
 decides with ``harmguard.models.decide.decide``, the function online serving calls, so batch and online decisions are
@@ -42,12 +42,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harmguard.batch.output import SUCCESS, AlreadyCommitted, PartWriter, open_folder
-from harmguard.data.readers import read_table
 from harmguard.models.base import read_model_meta
 from harmguard.models.decide import DEFAULT_MAX_CHARS, check_thresholds, decide
 from harmguard.models.loading import ModelSpec, load_spec, verify_model_dir
 from harmguard.registry import VersionRecord, get_version, list_policies, parse_version, read_alias
 from harmguard.storage import ArtifactStore
+from harmguard.storage.readers import read_table
 
 OUTPUT_COLUMNS = ("flagged", "skipped", "model_version", "thresholds_version")
 SKIP_REASONS = ("null_text", "not_text", "too_long")
@@ -268,7 +268,7 @@ def score_file(
         The committed manifest: versions, row counts, skipped counts, flagged count, parts, rows/s.
 
     Raises:
-        harmguard.data.readers.DataReadError: The input cannot be read.
+        harmguard.storage.readers.DataReadError: The input cannot be read.
         BatchInputError: A named column is missing, or the id column cannot be stored.
         harmguard.batch.output.AlreadyCommitted: The output is committed and ``overwrite`` is False.
         harmguard.serving.model.ModelDigestMismatch: The model's files do not hash to its digest.

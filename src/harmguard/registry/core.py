@@ -36,7 +36,20 @@ from harmguard.storage import ArtifactStore, LostRace, StoreError
 logger = logging.getLogger("harmguard.registry")
 
 EVENT_KINDS = frozenset(
-    {"bless", "register", "approve", "reject", "override", "promote", "rollback", "thresholds", "alias", "move"}
+    {
+        "bless",
+        "register",
+        "approve",
+        "reject",
+        "override",
+        "promote",
+        "rollback",
+        "thresholds",
+        "alias",
+        "move",
+        "labels_import",
+        "labels_erase",
+    }
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

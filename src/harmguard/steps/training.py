@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from harmguard.data.datasets import load_dataset
-from harmguard.data.readers import read_table
 from harmguard.data.snapshot import build_snapshot, read_snapshot_file, write_snapshot
 from harmguard.data.validation import validate_snapshot
 from harmguard.digests import model_digest
@@ -35,6 +34,7 @@ from harmguard.reports.render import render_validation_html
 from harmguard.reports.review_page import render_review_html, render_review_markdown
 from harmguard.settings import Settings
 from harmguard.steps.context import step_context
+from harmguard.storage.readers import read_table
 from harmguard.training.dispatch import train_model
 
 

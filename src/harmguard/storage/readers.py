@@ -186,3 +186,20 @@ def read_table(uri: str, fmt: str | None = None, *, string_columns: Sequence[str
         except (ValueError, OSError, EOFError) as exc:
             # ParserError, ArrowInvalid, UnicodeDecodeError and JSON errors are ValueErrors; bad gzip: OSError/EOFError.
             raise DataReadError(f"{uri}: cannot parse as {fmt}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of a local path or URI (gzip undone), for formats parsed line by line by the caller.
+
+    Raises:
+        DataReadError: For a missing file, an unsupported scheme or a broken gzip stream.
+    """
+    opener = _OPENERS.get(_scheme(uri))
+    if opener is None:
+        raise DataReadError(f"{uri}: unsupported URI scheme {_scheme(uri)!r}; use a local path or file:// URI")
+    with opener(uri) as raw:
+        try:
+            with _maybe_gunzip(raw) as stream:
+                return stream.read()
+        except (OSError, EOFError) as exc:
+            raise DataReadError(f"{uri}: cannot read: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Moderation decisions coming back as labels: import, resolution (the latest decision counts), takedowns."""
