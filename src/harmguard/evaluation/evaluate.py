@@ -136,20 +136,10 @@ def evaluate_challenger(
     val_ref = reference_metrics(val["y"], val["proba"], policy.classes, policy.label_mode)
     val_op = operating_metrics(val["truth"], val["scores"], cats, thresholds)
     sets = sets if sets is not None else frozen_sets(frame, policy, settings)
-    decisions: dict[str, Decisions] = {}
-    probas: dict[str, np.ndarray] = {}
-    out["evaluation_sets"] = {}
-    for fs in sets:
-        probas[fs.name] = proba = score(fs.digest, fs.texts)
-        doc, decisions[fs.name] = measure(fs, proba, policy, thresholds)
-        if fs.category is not None:
-            out["evaluation_sets"][fs.name] = doc
-            continue
-        out["reference"] = {"validation": val_ref, TEST: doc["reference"]}
-        out["operating"] = {"validation": val_op, TEST: doc["operating"]}
-        out["slices"] = doc["slices"]
-        out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
-    out |= measure_robustness(sets, probas, policy, thresholds, score)
+    measured, decisions, probas = evaluate_on_sets(sets, score, policy, thresholds)
+    out |= measured
+    out["reference"] = {"validation": val_ref} | measured["reference"]
+    out["operating"] = {"validation": val_op} | measured["operating"]
     out["sets"] = {fs.name: fs.describe() for fs in sets}
     return out, decisions, probas
 
@@ -164,29 +154,40 @@ def _curves(fs: FrozenSet, proba: np.ndarray, decisions: Decisions, policy: Poli
     }
 
 
-def evaluate_champion(
-    model: Classifier, thresholds: dict[str, float], policy: Policy, sets: list[FrozenSet], scorer: Scorer
+def evaluate_on_sets(
+    sets: list[FrozenSet], score: Scorer, policy: Policy, thresholds: dict[str, float]
 ) -> tuple[dict[str, Any], dict[str, Decisions], dict[str, np.ndarray]]:
-    """The champion's metrics on the same frozen sets at its own registered thresholds (same layout as above)."""
-    out: dict[str, Any] = {"thresholds": thresholds, "thresholds_version": thresholds_version(thresholds)}
+    """One model on every frozen set at ``thresholds``, with its per-row decisions and probabilities on each set.
+
+    Test-split metrics, slices and curves, each evaluation set, fairness, functional tests and evasion.
+    """
+    out: dict[str, Any] = {"evaluation_sets": {}}
     decisions: dict[str, Decisions] = {}
     probas: dict[str, np.ndarray] = {}
-    out["evaluation_sets"] = {}
     for fs in sets:
-        probas[fs.name] = proba = scorer(fs.digest, fs.texts)
+        probas[fs.name] = proba = score(fs.digest, fs.texts)
         doc, decisions[fs.name] = measure(fs, proba, policy, thresholds)
         if fs.category is not None:
             out["evaluation_sets"][fs.name] = doc
-        else:
-            out["reference"] = {TEST: doc["reference"]}
-            out["operating"] = {TEST: doc["operating"]}
-            out["slices"] = doc["slices"]
-            out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
-    out |= measure_robustness(sets, probas, policy, thresholds, scorer)
+            continue
+        out["reference"] = {TEST: doc["reference"]}
+        out["operating"] = {TEST: doc["operating"]}
+        out["slices"] = doc["slices"]
+        out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
+    out |= measure_robustness(sets, probas, policy, thresholds, score)
     return out, decisions, probas
 
 
-# --- score cache ------------------------------------------------------------------------------------------------
+def evaluate_champion(
+    thresholds: dict[str, float], policy: Policy, sets: list[FrozenSet], scorer: Scorer
+) -> tuple[dict[str, Any], dict[str, Decisions], dict[str, np.ndarray]]:
+    """The champion's metrics on the same frozen sets at its own registered thresholds (same layout as above)."""
+    measured, decisions, probas = evaluate_on_sets(sets, scorer, policy, thresholds)
+    return (
+        {"thresholds": thresholds, "thresholds_version": thresholds_version(thresholds)} | measured,
+        decisions,
+        probas,
+    )
 
 
 # --- paired decisions (evaluate -> gate) ------------------------------------------------------------------------
@@ -226,9 +227,7 @@ def evaluate_against_champion(
     doc["flips"] = None
     if champion is not None:
         scorer = cache.scorer(champion.model, champion.model_digest)
-        champion_doc, champion_decisions, champion_probas = evaluate_champion(
-            champion.model, champion.thresholds, policy, sets, scorer
-        )
+        champion_doc, champion_decisions, champion_probas = evaluate_champion(champion.thresholds, policy, sets, scorer)
         doc["champion"] = champion_doc | {
             "version": champion.version,
             "model_digest": champion.model_digest,
