@@ -61,7 +61,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dataset_names() -> None:
-    assert datasets.dataset_names() == ["davidson2017", "hatecheck", "jigsaw_bias_madlibs", "sms_spam"]
+    assert datasets.dataset_names() == [
+        "davidson2017",
+        "hatecheck",
+        "jigsaw_bias_madlibs",
+        "sms_spam",
+        "toxigen_prompts",
+    ]
 
 
 def test_unknown_dataset_lists_known_names(tmp_path: Path) -> None:
