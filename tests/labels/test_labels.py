@@ -181,6 +181,9 @@ def test_cli_imports_reports_and_refuses_with_exit_4(hg_env, mirror, tmp_path):
     status = run_cli(["labels", "status", "--policy", "davidson2017", "--json"], hg_env)
     doc = json.loads(status.stdout.splitlines()[-1])
     assert doc["watermark"] == 1 and doc["events"] == 1345 and doc["per_source"] == {"appeal": 12, "moderator": 1333}
+    missing = run_cli(["labels", "import", str(tmp_path / "nowhere.jsonl"), "--policy", "davidson2017"], hg_env)
+    assert missing.returncode == ExitCode.INVALID_INPUT and "file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
     bad = _write(tmp_path / "bad.jsonl", [BAD["unknown category"][0]])
     refused = run_cli(["labels", "import", str(bad), "--policy", "davidson2017", "--json"], hg_env)
     assert refused.returncode == ExitCode.INVALID_INPUT

@@ -28,7 +28,7 @@ from harmguard.digests import canonical_json, sha256_bytes
 from harmguard.labels.events import COLUMNS, LabelFileError, read_events
 from harmguard.registry import append_audit
 from harmguard.storage import ArtifactStore, LostRace
-from harmguard.storage.readers import read_bytes
+from harmguard.storage.readers import DataReadError, read_bytes
 
 _PART_COLUMNS = [*COLUMNS, "digest"]
 _CLAIM_ATTEMPTS = 100
@@ -141,7 +141,10 @@ def import_events(
         LabelFileError: An invalid event (without ``skip_invalid``), or an event id imported before with other
             content (always); the message names every problem with up to 5 rows each.
     """
-    file_digest = sha256_bytes(read_bytes(uri))
+    try:
+        file_digest = sha256_bytes(read_bytes(uri))
+    except DataReadError as e:  # a missing or unreadable file is invalid input, named, not a traceback
+        raise LabelFileError(str(e)) from None
     events, problems, invalid = read_events(uri, categories)
     if problems and not skip_invalid:
         raise LabelFileError(f"{uri}: {len(problems.bad_rows)} invalid event(s); nothing imported\n{problems.report()}")
