@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     policy = load_policy(args.policy)
-    frame = build_snapshot(load_dataset(policy.data.dataset or args.policy, load_settings()), policy)
+    frame = build_snapshot(load_dataset(policy.data.primary.dataset or args.policy, load_settings()), policy)
     spec = effective_spec(
         policy,
         {

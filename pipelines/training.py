@@ -38,9 +38,14 @@ def _wire(
     seed: int,
     run_id: str,
     started_by: str,
+    labels_watermark: int,
+    labels_until: str,
 ) -> None:
     """The steps both variants share; ``train_step(snapshot, data_version)`` adds the training task."""
-    ingest_task = ingest(policy=policy, data_uri=data_uri, columns=columns, sample=sample, run_id=run_id)
+    ingest_task = ingest(
+        policy=policy, data_uri=data_uri, columns=columns, sample=sample, run_id=run_id,
+        labels_watermark=labels_watermark, labels_until=labels_until,
+    )  # fmt: skip
     configure_step(ingest_task.set_display_name(STEP_TITLES["ingest"]), network=True, cache=False)
     data_version = ingest_task.outputs["data_version"]
 
@@ -99,6 +104,8 @@ def training_pipeline(
     seed: int = 0,
     run_id: str = "manual",
     started_by: str = "unknown",
+    labels_watermark: int = -1,
+    labels_until: str = "",
 ):
     """Retrain a policy's classifier end to end; the train step itself trains, on a GPU node."""
 
@@ -125,6 +132,8 @@ def training_pipeline(
         seed=seed,
         run_id=run_id,
         started_by=started_by,
+        labels_watermark=labels_watermark,
+        labels_until=labels_until,
     )
 
 
@@ -141,6 +150,8 @@ def training_rayjob_pipeline(
     seed: int = 0,
     run_id: str = "manual",
     started_by: str = "unknown",
+    labels_watermark: int = -1,
+    labels_until: str = "",
     rayjob_workers: int = 2,
     rayjob_deadline_s: int = 21600,
 ):
@@ -172,4 +183,6 @@ def training_rayjob_pipeline(
         seed=seed,
         run_id=run_id,
         started_by=started_by,
+        labels_watermark=labels_watermark,
+        labels_until=labels_until,
     )

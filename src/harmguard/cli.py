@@ -79,6 +79,14 @@ def run(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     by: Annotated[str | None, typer.Option(help="Who starts the run (default: the OS user).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    labels_watermark: Annotated[
+        int | None,
+        typer.Option(help="Imported labels: take the imports up to this watermark (default: the current one).", min=0),
+    ] = None,
+    labels_until: Annotated[
+        str,
+        typer.Option(help="Imported labels: take decisions up to this RFC 3339 time (default: the newest decision)."),
+    ] = "",
     backbone: Annotated[
         str | None, typer.Option(help="Transformer: Hugging Face encoder (folder or hub name).", rich_help_panel=_TF)
     ] = None,
@@ -115,6 +123,7 @@ def run(
     ] = "",
 ) -> None:
     """Run the training pipeline locally (kfp.local): ingest, validate, train, evaluate, gate, register."""
+    from harmguard.data.sources import LabelsCutError
     from harmguard.policy import PolicyError
     from harmguard.runners.local import run_training
 
@@ -151,9 +160,13 @@ def run(
             sample=sample,
             seed=seed,
             started_by=by or _user(),
+            labels_watermark=labels_watermark,
+            labels_until=labels_until,
         )
     except PolicyError as e:
         raise _fail(str(e), _policy_exit(e)) from e
+    except LabelsCutError as e:
+        raise _fail(str(e), ExitCode.INVALID_INPUT) from e
     _print_run(summary)
     if as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
@@ -569,6 +582,30 @@ def labels_status_(
         err.print(f"label rate of {escape(c)}: {r['rate']} over {r['items']} items")
     for week, w in doc.get("per_week", {}).items():
         err.print(f"{week}: {w['events']} events, {w['new_items']} new items")
+
+
+@app.command("retrain-needed")
+def retrain_needed_(
+    policy: Annotated[str, typer.Option(help="Shipped policy name or path.")],
+    min_new_labels: Annotated[
+        int | None,
+        typer.Option(help="New imported decisions that make a run due (default: the policy's).", min=1),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+) -> None:
+    """Whether a retraining run is due (new labels since the champion's data), with the labels cut to train on.
+
+    Exits 0 either way: read `due` (the scheduled workflow does).
+    """
+    from harmguard.labels.due import retrain_needed
+    from harmguard.storage import open_store
+
+    p = _policy(policy)
+    doc = retrain_needed(open_store(_settings().home), p, min_new_labels=min_new_labels)
+    for reason in doc["reasons"]:
+        err.print(("[bold]due:[/] " if doc["due"] else "not due: ") + escape(reason))
+    if as_json:
+        sys.stdout.write(json.dumps(doc) + "\n")
 
 
 @labels_app.command("erase")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,9 +50,17 @@ class ColumnMap(_Strict):
     source: list[str] = Field(default_factory=list, description="Extra columns kept for slicing.")
 
 
-class DataSpec(_Strict):
-    """Where the training data comes from and how to read it."""
+_SOURCE_FIELDS = ("dataset", "uri", "format", "columns", "label_map")
 
+
+class DataSource(_Strict):
+    """One dataset source of a policy: a named dataset or a path/URI, with its column and label mapping."""
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name in lineage and reports; default: the dataset's name (or `data` for a URI).",
+    )
     dataset: str | None = Field(default=None, description="A named dataset (see `harmguard.data.datasets`).")
     uri: str | None = Field(default=None, description="A path or URI (CSV, Parquet, JSONL) instead of a dataset.")
     format: Literal["csv", "tsv", "parquet", "jsonl"] | None = Field(
@@ -62,13 +70,98 @@ class DataSpec(_Strict):
     label_map: dict[str, str] = Field(
         default_factory=dict, description="Raw label value -> category (or the none label). Identity when absent."
     )
-    dedupe: bool = Field(default=False, description="Keep only the first row of each normalized text.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
+    def _one_source(self) -> DataSource:
         if not self.dataset and not self.uri:
-            raise ValueError("data needs `dataset` (a named dataset) or `uri` (a path or URI)")
+            raise ValueError("a data source needs `dataset` (a named dataset) or `uri` (a path or URI)")
         return self
+
+    @property
+    def label(self) -> str:
+        """The source's name in lineage and reports."""
+        return self.name or self.dataset or "data"
+
+
+class LabelsSpec(_Strict):
+    """The policy's imported moderation events (``harmguard labels import``) as a source of data."""
+
+    recent_days: int = Field(
+        default=14,
+        ge=0,
+        description="Decisions of the newest this many days before the cutoff form the frozen set `recent`: "
+        "gated, never trained on. 0: no recent set (everything is split as the other sources).",
+    )
+    weight: float = Field(
+        default=3.0,
+        gt=0,
+        description="Baseline training: an imported decision weighs this many dataset rows (it comes from this "
+        "platform's own content and reviewers; the datasets come from elsewhere).",
+    )
+    min_new_labels: int = Field(
+        default=200, ge=1, description="`retrain-needed`: new events since the champion's data that make a run due."
+    )
+    max_conflict_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Validation: largest share of texts in several sources whose labels disagree (human decisions "
+        "win; the disagreement is still counted).",
+    )
+    label_rate_weeks: int = Field(
+        default=4, ge=1, description="Validation: trailing weeks the newest week's label rate is compared with."
+    )
+    label_rate_tolerance: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="Validation: largest absolute difference, per category, between the newest week's label rate and "
+        "that of its trailing weeks.",
+    )
+
+
+class DataSpec(_Strict):
+    """Where the training data comes from: dataset sources and, optionally, the policy's imported labels.
+
+    The one-source shorthand (``dataset``/``uri``, ``columns``, ``label_map`` directly under ``data``) is read as a
+    single source.
+    """
+
+    sources: list[DataSource] = Field(min_length=1, description="Dataset sources, joined in this order.")
+    labels: LabelsSpec | None = Field(
+        default=None, description="Join the policy's imported moderation events (human decisions win)."
+    )
+    dedupe: bool = Field(default=False, description="Keep only the first row of each normalized text.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(k in value for k in _SOURCE_FIELDS):
+            if "sources" in value:
+                raise ValueError(f"give either `sources` or the one-source shorthand {list(_SOURCE_FIELDS)}, not both")
+            value = dict(value)
+            value["sources"] = [{k: value.pop(k) for k in _SOURCE_FIELDS if k in value}]
+        return value
+
+    @property
+    def primary(self) -> DataSource:
+        """The first source: its column mapping reads data given with ``--data``."""
+        return self.sources[0]
+
+    @property
+    def columns(self) -> ColumnMap:
+        """The first source's column mapping."""
+        return self.primary.columns
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The first source's label mapping."""
+        return self.primary.label_map
+
+    @property
+    def format(self) -> str | None:
+        """The first source's file format."""
+        return self.primary.format
 
 
 class SplitSpec(_Strict):
@@ -255,7 +348,9 @@ class SliceSpec(_Strict):
     """A slice of the evaluation data."""
 
     name: str = Field(description="Slice family name, e.g. `length`.")
-    by: Literal["length", "column"] = Field(description="Bucket text length, or group by a source column.")
+    by: Literal["length", "column", "origin"] = Field(
+        description="Bucket text length, group by a source column, or by the data source a row came from."
+    )
     buckets: list[int] = Field(default_factory=list, description="Length bucket edges in characters.")
     column: str | None = Field(default=None, description="Source column for `by: column`.")
 
@@ -389,10 +484,16 @@ class Policy(_Strict):
             if t.category is not None and t.category not in cats | {self.none_label}:
                 raise ValueError(f"gate threshold names unknown category {t.category!r}")
         for sl in self.slices:
-            if sl.by == "column" and sl.column not in self.data.columns.source:
-                raise ValueError(f"slice {sl.name!r} reads column {sl.column!r}: list it in data.columns.source")
-        if self.label_mode == "multilabel" and set(self.data.columns.labels) != cats:
-            raise ValueError("multilabel policies map every category to a column in data.columns.labels")
+            if sl.by == "column" and not any(sl.column in s.columns.source for s in self.data.sources):
+                raise ValueError(f"slice {sl.name!r} reads column {sl.column!r}: list it in a source's columns.source")
+        names = [s.label for s in self.data.sources]
+        if len(set(names)) != len(names) or "labels" in names:
+            raise ValueError(f"data sources need distinct names other than `labels` (got {names}); set `name`")
+        for src in self.data.sources:
+            if self.label_mode == "multilabel" and set(src.columns.labels) != cats:
+                raise ValueError(
+                    f"multilabel policies map every category to a column in columns.labels (source {src.label})"
+                )
         return self
 
     @property

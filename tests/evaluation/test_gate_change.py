@@ -240,7 +240,7 @@ def test_column_slices_group_by_a_source_column():
     ("slices", "error"),
     [
         ([{"name": "lang", "by": "column"}], "needs `column`"),
-        ([{"name": "lang", "by": "column", "column": "lang"}], "list it in data.columns.source"),
+        ([{"name": "lang", "by": "column", "column": "lang"}], "list it in a source's columns.source"),
         ([{"name": "length", "by": "length", "buckets": [40, 0]}], "increasing bucket edges"),
     ],
 )
@@ -250,3 +250,42 @@ def test_slice_specs_are_validated(slices, error):
             {"name": "p", "label_mode": "exclusive", "categories": ["spam"], "data": {"dataset": "d"},
              "slices": slices}
         )  # fmt: skip
+
+
+def test_recent_is_judged_on_the_same_rows_and_skipped_when_empty():
+    from harmguard.data.snapshot import RECENT
+    from harmguard.evaluation.evaluate import evaluate_champion, evaluate_on_sets
+
+    policy = _policy([
+        {"metric": "f1", "category": "spam", "slice": RECENT, "min": 0.8},
+        {"metric": "recall", "kind": "operating", "category": "spam", "slice": RECENT, "change": {"tolerance": 0.02}},
+    ])  # fmt: skip
+    test, _ = _frozen()
+    y = np.array([0] * 60 + [1] * 240)  # 60 spam
+    weeks = np.array(["2026-W41"] * 150 + ["2026-W42"] * 150)
+    recent = FrozenSet(RECENT, "r" * 64, [f"r{i}" for i in range(300)], y, weeks=weeks)
+    y_spam = y == 0
+    # the challenger misses spam rows 30-59 (all in week 41); the champion gets every row right
+    proba = {"t" * 64: _proba(test.y == 0), "r" * 64: _proba(y_spam, np.isin(np.arange(300), np.arange(30, 60)))}
+    champion_proba = {"t" * 64: _proba(test.y == 0), "r" * 64: _proba(y_spam)}
+    thresholds = {"spam": 0.5}
+    mine, dec, _ = evaluate_on_sets([test, recent], lambda d, _t: proba[d], policy, thresholds)
+    theirs, their_dec, _ = evaluate_champion(thresholds, policy, [test, recent], lambda d, _t: champion_proba[d])
+    assert [w["week"] for w in mine[RECENT]["weeks"]] == ["2026-W41", "2026-W42"]
+    week41, week42 = (w["categories"]["spam"] for w in mine[RECENT]["weeks"])
+    assert (week41["recall"], week41["support"], week42["support"]) == (0.5, 60, 0)  # half of week 41's spam missed
+    evaluation = mine | {
+        "thresholds": thresholds, "thresholds_version": "v",
+        "sets": {TEST: test.describe(), RECENT: recent.describe()},
+        "champion": theirs | {"version": "p/1", "model_digest": "c" * 64, "family": "baseline"},
+    }  # fmt: skip
+    blessing = run_gate(evaluation, policy, model_digest="m", data_version="d", run_id="r",
+                        paired=PairedDecisions(dec, their_dec, test.slices))  # fmt: skip
+    value, change = blessing["checks"]
+    assert not value["passed"] and value["value"] == pytest.approx(2 / 3)  # F1 with recall 0.5, precision 1
+    assert not change["passed"] and change["rows"] == 300 and change["delta"] == pytest.approx(-0.5)
+    # a snapshot without recent decisions: both skipped, saying why (not failed: there is nothing to judge)
+    without = mine | {"thresholds": thresholds, "thresholds_version": "v", "sets": {TEST: test.describe()},
+                      "champion": None}  # fmt: skip
+    skipped = run_gate(without, policy, model_digest="m", data_version="d", run_id="r")
+    assert skipped["blessed"] and all(c["skipped"] and "no recent" in c["reason"] for c in skipped["checks"])

@@ -238,8 +238,17 @@ def test_retrain_suspends_for_approval_and_times_out_into_a_rejection():
     groups = [[s["name"] for s in g] for g in templates["review"]["steps"]]
     assert groups == [["await-approval"], ["approve", "reject"], ["promote"]]
     retrain = [[s["name"] for s in g] for g in templates["retrain"]["steps"]]
-    assert retrain == [["train"], ["outcome"], ["review"]]
-    assert templates["retrain"]["steps"][2][0]["when"] == "{{steps.outcome.outputs.parameters.blessed}} == true"
+    assert retrain == [["check"], ["train"], ["outcome"], ["review"]]
+    due = "{{steps.check.outputs.parameters.due}} == true"
+    check, train, outcome, review_step = (g[0] for g in templates["retrain"]["steps"])
+    assert "when" not in check and train["when"] == due and outcome["when"] == due
+    assert review_step["when"] == f"{due} && {{{{steps.outcome.outputs.parameters.blessed}}}} == true"
+    # nothing due: the workflow ends after the check, successfully; otherwise the run takes the cut it counted
+    assert templates[check["template"]]["container"]["command"][:4] == ["python", "-m", "harmguard.k8s.argo", "due"]
+    passed = {p["name"]: p["value"] for p in train["arguments"]["parameters"]}
+    assert passed == {n: f"{{{{steps.check.outputs.parameters.{n}}}}}" for n in ("labels_watermark", "labels_until")}
+    submit = templates[train["template"]]["container"]["args"]
+    assert "labels_watermark={{inputs.parameters.labels_watermark}}" in submit
 
 
 _REF = re.compile(

@@ -20,7 +20,7 @@ def test_policy_from_path_and_digest(tmp_path):
     path = tmp_path / "toxic.yaml"
     path.write_text(text)
     p = load_policy(str(path))
-    assert p.name == "toxic" and p.data.uri == "data.csv"
+    assert p.name == "toxic" and p.data.primary.uri == "data.csv"
     d1 = policy_digest(str(path))
     path.write_text(text + "description: changed\n")
     assert policy_digest(str(path)) != d1
@@ -30,7 +30,16 @@ def test_policy_from_path_and_digest(tmp_path):
     ("doc", "needle"),
     [
         ("name: x\nlabel_mode: exclusive\ncategories: [a]\n", "data"),
-        ("name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {}\n", "dataset"),
+        ("name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {}\n", "sources"),
+        ("name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {sources: [{label_map: {}}]}\n", "dataset"),
+        (
+            "name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {dataset: d, sources: [{dataset: e}]}\n",
+            "not both",
+        ),
+        (
+            "name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {sources: [{dataset: d}, {dataset: d}]}\n",
+            "distinct names",
+        ),
         (
             "name: x\nlabel_mode: exclusive\ncategories: [a]\ndata: {dataset: d}\n"
             "validation: {prevalence: {b: [0, 1]}}\n",

@@ -55,3 +55,31 @@ def test_multilabel_policy_trains_independent_heads(tmp_path):
     assert flat["reference/overall/insult/f1"] > 0.9 and flat["operating/overall/threat/recall"] > 0.9
     model.save(tmp_path / "m")
     assert np.allclose(BaselineModel.load(tmp_path / "m").predict_proba(["idiot"]), model.predict_proba(["idiot"]))
+
+
+def test_a_masked_category_is_not_fitted_on_that_row():
+    """-1 (a decision that left the category unlabelled) keeps the row out of that head only: the other head sees it."""
+    import torch
+
+    from harmguard.models.baseline import train_baseline
+    from harmguard.training.ray_train import _loss
+
+    policy = Policy.model_validate(
+        {"name": "m", "label_mode": "multilabel", "categories": ["insult", "threat"],
+         "data": {"uri": "x.csv", "columns": {"labels": {"insult": "a", "threat": "b"}}}, "baseline": {"min_df": 1}}
+    )  # fmt: skip
+    texts = ["zork idiot"] + [f"{w} tea" for w in ["idiot", "park", "hurt", "book"] * 10]  # "zork": row 0 only
+    y = np.array([[("idiot" in t), t.startswith("hurt")] for t in texts], dtype=int)
+    masked = y.copy()
+    masked[0, 1] = -1  # row 0: insult known, threat unknown
+    zork = train_baseline(texts, masked, policy).vocab["word"].index("zork")
+    with_mask = train_baseline(texts, masked, policy)
+    as_threat = train_baseline(texts, np.where(masked < 0, 1, masked), policy)
+    # the threat head never saw row 0: a word only row 0 has gets no weight there (but would, read as a threat)...
+    assert with_mask.coef[1][zork] == 0.0 and as_threat.coef[1][zork] > 0.1
+    # ...while the insult head, which row 0 does label, learns from it
+    assert with_mask.coef[0][zork] > 0.1
+    # the transformer's loss: a masked cell adds nothing
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    full = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], torch.tensor([1.0, 0.0]))
+    assert torch.isclose(_loss(logits, torch.tensor([[1, -1], [0, -1]]), "multilabel"), full)

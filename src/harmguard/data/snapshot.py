@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harmguard.data.sources import LABELS, LabelsCut, SourceFrame, frame_digest
 from harmguard.digests import canonical_json, sha256_bytes
-from harmguard.policy import SPLITS, ColumnMap, Policy
+from harmguard.policy import SPLITS, ColumnMap, DataSource, Policy
 from harmguard.storage import ArtifactStore
 from harmguard.text import MENTION, URL
 
@@ -75,13 +76,20 @@ def _column(raw: pd.DataFrame, name: str, role: str) -> pd.Series:
     return raw[name]
 
 
-def map_columns(raw: pd.DataFrame, policy: Policy, columns: ColumnMap | None = None) -> pd.DataFrame:
-    """Map source columns to the snapshot schema; unknown labels are kept verbatim for validation to report."""
-    cols = columns or policy.data.columns
+def map_columns(
+    raw: pd.DataFrame, policy: Policy, columns: ColumnMap | None = None, source: DataSource | None = None
+) -> pd.DataFrame:
+    """Map source columns to the snapshot schema; unknown labels are kept verbatim for validation to report.
+
+    ``source`` gives the column and label mapping (default: the policy's first source); ``columns`` overrides its
+    column mapping.
+    """
+    src = source or policy.data.primary
+    cols = columns or src.columns
     out = pd.DataFrame(index=raw.index)
     text = _column(raw, cols.text, "text")
     out["text"] = text.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    label_map = policy.data.label_map
+    label_map = src.label_map
     if policy.label_mode == "exclusive":
         raw_labels = _column(raw, cols.label or "label", "label").map(_label_str)
         out["label"] = raw_labels.map(lambda v: label_map.get(v, v) if v is not None else None)
@@ -139,8 +147,17 @@ def assign_splits(frame: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     return out
 
 
+def _sample(frame: pd.DataFrame, norm: pd.Series, policy: Policy, sample: int) -> tuple[pd.DataFrame, pd.Series]:
+    if sample and sample < len(frame):
+        # Stable sample: a group is kept by its own hash, so a smaller sample is a subset of a larger one.
+        u = unit_hash("sample:" + policy.split.seed, norm)
+        keep = u <= np.sort(u)[sample - 1]
+        return frame[keep].reset_index(drop=True), norm[keep].reset_index(drop=True)
+    return frame, norm
+
+
 def build_snapshot(raw: pd.DataFrame, policy: Policy, *, columns: ColumnMap | None = None, sample: int = 0):
-    """Map, dedupe, sample and split raw rows into the snapshot frame (canonical order kept)."""
+    """Map, dedupe, sample and split the rows of one source into the snapshot frame (canonical order kept)."""
     frame = map_columns(raw, policy, columns)
     norm = frame["text"].fillna("").map(normalize_text)
     if policy.data.dedupe:
@@ -149,12 +166,95 @@ def build_snapshot(raw: pd.DataFrame, policy: Policy, *, columns: ColumnMap | No
         key = norm + "\x00" + frame["split"].fillna("").astype(str) if "split" in frame.columns else norm
         keep = ~key.duplicated(keep="first")
         frame, norm = frame[keep].reset_index(drop=True), norm[keep].reset_index(drop=True)
-    if sample and sample < len(frame):
-        # Stable sample: a group is kept by its own hash, so a smaller sample is a subset of a larger one.
-        u = unit_hash("sample:" + policy.split.seed, norm)
-        cut = np.sort(u)[sample - 1]
-        frame = frame[u <= cut].reset_index(drop=True)
+    frame, _ = _sample(frame, norm, policy, sample)
     return assign_splits(frame, policy)
+
+
+RECENT = "recent"  # the split of the newest imported decisions: a frozen evaluation set, never trained on
+
+
+def assemble_snapshot(
+    parts: list[SourceFrame], policy: Policy, *, sample: int = 0, cut: LabelsCut | None = None
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Join several sources into one snapshot frame; returns it and the lineage of its sources.
+
+    Rows keep source order (datasets as listed, then imported decisions by time) with ``origin`` naming their
+    source. Rows are grouped across sources by normalized text: where a group holds a human decision, the latest one
+    is kept and the dataset rows are dropped (``overridden``); a group whose sources disagree on the label is
+    counted and its rows marked ``conflict`` (validation bounds their share). Decisions after ``cut.recent_since``
+    form the split ``recent``; a multilabel decision with masked categories is trained on only; the rest is split by
+    hash as one source would be. With one dataset source and no labels this equals ``build_snapshot``.
+    """
+    if len(parts) == 1 and parts[0].kind != LABELS and cut is None:
+        src = parts[0]
+        frame = build_snapshot(src.raw, policy, columns=src.source.columns if src.source else None, sample=sample)
+        lineage = [_lineage(src, frame, len(frame))]
+        return frame.assign(origin=src.name), {"sources": lineage, "conflicts": 0, "overridden": 0}
+    mapped = []
+    for part in parts:
+        frame = part.raw.copy() if part.kind == LABELS else map_columns(part.raw, policy, source=part.source)
+        if part.kind != LABELS:
+            frame["row_id"] = part.name + ":" + frame["row_id"].astype(str)
+            if "split" in frame.columns:
+                frame = frame.drop(columns="split")  # several sources are split together, by text
+        mapped.append(frame.assign(origin=part.name))
+    frame = pd.concat(mapped, ignore_index=True)
+    norm = frame["text"].fillna("").map(normalize_text)
+    human = (frame["origin"] == LABELS).to_numpy()
+    # disagreement between sources, counted before a human decision overrides anything
+    groups = pd.DataFrame(
+        {"norm": norm, "origin": frame["origin"], "label": frame["label"].astype(str), "human": human}
+    )
+    spread = groups.groupby("norm").agg(
+        origins=("origin", "nunique"), labels=("label", "nunique"), human=("human", "any")
+    )  # a text decided twice by people, or by sources that disagree (one dataset's own repeats are its business)
+    conflicting = spread.index[((spread["origins"] > 1) | spread["human"]) & (spread["labels"] > 1)]
+    frame["conflict"] = norm.isin(conflicting).astype("int8").to_numpy()
+    # a human decision wins: the latest decision of a group, and none of its dataset rows
+    decided = pd.Series(norm[human].to_numpy(), index=frame.index[human])
+    latest_human = frame.loc[human].assign(norm=decided).sort_values(["decided_at", "row_id"]).groupby("norm").tail(1)
+    has_human = norm.isin(set(decided))
+    keep = ~has_human.to_numpy() | frame.index.isin(latest_human.index)
+    overridden = int((has_human & ~human).sum())
+    if policy.data.dedupe:
+        keep &= ~(norm.where(~has_human, None).duplicated(keep="first") & ~has_human).to_numpy()
+    frame, norm = frame[keep].reset_index(drop=True), norm[keep].reset_index(drop=True)
+    frame, norm = _sample(frame, norm, policy, sample)
+    recent = np.zeros(len(frame), dtype=bool)
+    if cut is not None and cut.recent_since is not None and "decided_at" in frame.columns:
+        recent = (frame["origin"] == LABELS).to_numpy() & (frame["decided_at"].fillna("") > cut.recent_since).to_numpy()
+    masked = np.zeros(len(frame), dtype=bool)
+    if policy.label_mode == "multilabel" and any(f"m_{c}" in frame.columns for c in policy.categories):
+        for c in policy.categories:
+            frame[f"m_{c}"] = frame[f"m_{c}"].fillna(1).astype("int8")
+        masked = (frame[[f"m_{c}" for c in policy.categories]] == 0).any(axis=1).to_numpy()
+    recent &= ~masked  # the frozen set has every category labelled
+    frame = assign_splits(frame.drop(columns="split", errors="ignore"), policy)
+    if policy.data.labels is not None:  # training weight of each row: a decision counts more than a dataset row
+        frame["weight"] = np.where(frame["origin"] == LABELS, policy.data.labels.weight, 1.0)
+    frame.loc[masked, "split"] = "train"
+    frame.loc[recent, "split"] = RECENT
+    lineage = [_lineage(part, frame[frame["origin"] == part.name], len(part.raw)) for part in parts]
+    stats: dict[str, object] = {
+        "sources": lineage,
+        "conflicts": int(len(conflicting)),
+        "conflict_rows": int(frame["conflict"].sum()),
+        "overridden": overridden,
+        "recent_rows": int(recent.sum()),
+        "masked_rows": int(masked.sum()),
+    }
+    return frame, stats
+
+
+def _lineage(part: SourceFrame, kept: pd.DataFrame, rows: int) -> dict[str, object]:
+    return {
+        "name": part.name,
+        "kind": part.kind,
+        "from": part.description,
+        "rows": int(rows),
+        "kept": int(len(kept)),
+        "digest": frame_digest(kept["text"], kept["label"]),
+    }
 
 
 def compute_data_version(frame: pd.DataFrame) -> str:
@@ -174,8 +274,13 @@ def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     return counts
 
 
-def write_snapshot(store: ArtifactStore, frame: pd.DataFrame, *, policy: Policy, source: str) -> SnapshotInfo:
-    """Write ``snapshots/<data-version>/`` create-only (an existing version is reused: same content)."""
+def write_snapshot(
+    store: ArtifactStore, frame: pd.DataFrame, *, policy: Policy, source: str, lineage: dict[str, object] | None = None
+) -> SnapshotInfo:
+    """Write ``snapshots/<data-version>/`` create-only (an existing version is reused: same content).
+
+    ``lineage``: the sources (name, digest, rows) and the labels cut (watermark, until) the snapshot was built from.
+    """
     version = compute_data_version(frame)
     key = f"snapshots/{version}"
     buf = io.BytesIO()
@@ -189,6 +294,7 @@ def write_snapshot(store: ArtifactStore, frame: pd.DataFrame, *, policy: Policy,
         "rows": len(frame),
         "counts": counts,
         "data_sha256": sha256_bytes(data),
+        **({"lineage": lineage} if lineage else {}),
         "created_at": datetime.now(UTC).isoformat(),
     }
     store.create_only(f"{key}/data.parquet", data)
@@ -207,15 +313,19 @@ def read_snapshot_file(path: str) -> pd.DataFrame:
 
 def split_frame(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     """Rows of one split."""
-    if split not in SPLITS:
+    if split not in (*SPLITS, RECENT):
         raise ValueError(f"unknown split {split!r}")
     return frame[frame["split"] == split].reset_index(drop=True)
 
 
 def encode_labels(frame: pd.DataFrame, policy: Policy) -> np.ndarray:
-    """Class indices (exclusive) or the 0/1 matrix (multilabel) of a snapshot frame."""
+    """Class indices (exclusive) or the 0/1 matrix (multilabel; -1 where a decision left the category unlabelled)."""
     if policy.label_mode == "multilabel":
-        return frame[[f"y_{c}" for c in policy.categories]].to_numpy().astype(int)
+        y = frame[[f"y_{c}" for c in policy.categories]].to_numpy().astype(int)
+        masks = [f"m_{c}" for c in policy.categories]
+        if set(masks) <= set(frame.columns):
+            y = np.where(frame[masks].fillna(1).to_numpy().astype(int) == 1, y, -1)
+        return y
     unknown = sorted(set(frame["label"]) - set(policy.classes))
     if unknown:
         raise ValueError(f"labels {unknown} are not among {policy.classes}: validation should have stopped this run")

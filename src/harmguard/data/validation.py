@@ -13,10 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from harmguard.data.snapshot import normalize_text, split_counts
+from harmguard.data.snapshot import RECENT, normalize_text, split_counts
+from harmguard.data.sources import LABELS
 from harmguard.policy import SPLITS, Policy
 
 EXAMPLES = 5
+MIN_WEEK_ROWS = 30  # fewest decisions in the newest week, and in its trailing weeks, to compare their label rates
 TEXT_CHARS = 200
 
 
@@ -92,7 +94,29 @@ def add_helper_columns(frame: pd.DataFrame, policy: Policy) -> pd.DataFrame:
         out[f"is_{cat}"] = labels.str.split("|").map(lambda parts, c=cat: c in parts).astype(float)
     for split in SPLITS:
         out[f"in_{split}"] = (out["split"] == split).astype(int)
+    newest, trailing = _label_weeks(out, policy)
+    for cat in policy.categories if newest is not None else []:
+        # the newest week's label rate: the category's indicator on those rows, NaN elsewhere (means skip NaN)
+        out[f"newest_{cat}"] = out[f"is_{cat}"].where(newest)
     return out
+
+
+def _label_weeks(frame: pd.DataFrame, policy: Policy) -> tuple[pd.Series | None, pd.Series | None]:
+    """Imported decisions of the newest week before the snapshot's newest decision, and of its trailing weeks."""
+    spec = policy.data.labels
+    if spec is None or "decided_at" not in frame.columns or "origin" not in frame.columns:
+        return None, None
+    human = frame["origin"] == LABELS
+    times = pd.to_datetime(frame["decided_at"].where(human), utc=True, format="ISO8601")
+    if not human.any():
+        return None, None
+    end = times.max()
+    week = pd.Timedelta(days=7)
+    newest = human & (times > end - week)
+    trailing = human & (times <= end - week) & (times > end - week * (1 + spec.label_rate_weeks))
+    if newest.sum() < MIN_WEEK_ROWS or trailing.sum() < MIN_WEEK_ROWS:
+        return None, None  # too few decisions to compare rates: reported by `labels status`, not checked
+    return newest, trailing
 
 
 def build_checks(policy: Policy, frame: pd.DataFrame) -> list[tuple[str, str, Any]]:
@@ -102,6 +126,7 @@ def build_checks(policy: Policy, frame: pd.DataFrame) -> list[tuple[str, str, An
     e = gx.expectations
     v = policy.validation
     labels = policy.classes if policy.label_mode == "exclusive" else None
+    splits = [*SPLITS, RECENT] if policy.data.labels is not None else list(SPLITS)
     checks: list[tuple[str, str, Any]] = [
         # schema: the snapshot carries the columns every later step reads
         (
@@ -129,8 +154,8 @@ def build_checks(policy: Policy, frame: pd.DataFrame) -> list[tuple[str, str, An
         # label set: an unknown label is a mapping error or a new category nobody has decided on
         (
             "split_values",
-            f"split is one of {list(SPLITS)}",
-            e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            f"split is one of {splits}",
+            e.ExpectColumnValuesToBeInSet(column="split", value_set=splits),
         ),
         # duplicates: heavy duplication inflates metrics and weights some texts more than others
         (
@@ -182,6 +207,32 @@ def build_checks(policy: Policy, frame: pd.DataFrame) -> list[tuple[str, str, An
                 e.ExpectColumnMeanToBeBetween(column=f"is_{cat}", min_value=lo, max_value=hi),
             )
         )
+    if policy.data.labels is not None and "conflict" in frame.columns:
+        # sources that disagree on a text (a human decision wins; the disagreement still says something is off)
+        rate = policy.data.labels.max_conflict_rate
+        checks.append(
+            (
+                "conflict_rate",
+                f"at most {rate:.1%} of rows have a text whose sources or reviewers disagree on the label",
+                e.ExpectColumnMeanToBeBetween(column="conflict", max_value=rate),
+            )
+        )
+    newest, trailing = _label_weeks(frame, policy)
+    if newest is not None and trailing is not None and policy.data.labels is not None:
+        tol, weeks = policy.data.labels.label_rate_tolerance, policy.data.labels.label_rate_weeks
+        for cat in policy.categories:
+            # new labels against their own trailing weeks (not the base datasets, whose rates differ by design):
+            # a feed that suddenly marks everything, or nothing, is a broken feed
+            base = float(frame.loc[trailing, f"is_{cat}"].mean())
+            lo, hi = max(0.0, base - tol), min(1.0, base + tol)
+            checks.append(
+                (
+                    f"label_rate_{cat}",
+                    f"{cat} rate of the newest week's decisions is {lo:.1%}-{hi:.1%} "
+                    f"(the {weeks} weeks before: {base:.1%}, +/- {tol:.0%})",
+                    e.ExpectColumnMeanToBeBetween(column=f"newest_{cat}", min_value=lo, max_value=hi),
+                )
+            )
     if v.min_agreement is not None and "agreement" in frame.columns:
         # annotator agreement: low agreement means noisy labels the model will learn
         checks.append(
@@ -200,6 +251,10 @@ def _offending_mask(name: str, frame: pd.DataFrame, policy: Policy) -> pd.Series
         return frame["norm_repeat"]
     if name == "agreement":
         return frame["agreement"] < 0.5
+    if name == "conflict_rate":
+        return frame["conflict"] == 1
+    if name.startswith("label_rate_"):
+        return frame[f"newest_{name.removeprefix('label_rate_')}"].notna()
     if name.endswith("_rows") and name.removesuffix("_rows") in SPLITS:
         return None
     return None

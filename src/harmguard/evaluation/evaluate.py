@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harmguard.data.snapshot import encode_labels, split_frame
+from harmguard.data.snapshot import RECENT, encode_labels, split_frame
 from harmguard.digests import thresholds_version
 from harmguard.evaluation.flips import flipped_examples
 from harmguard.evaluation.frozen import (
@@ -170,12 +170,38 @@ def evaluate_on_sets(
         if fs.category is not None:
             out["evaluation_sets"][fs.name] = doc
             continue
+        if fs.name == RECENT:
+            out[RECENT] = {"rows": len(fs.texts), "reference": doc["reference"], "operating": doc["operating"]}
+            out[RECENT]["weeks"] = per_week(fs, proba, decisions[fs.name], policy)
+            continue
         out["reference"] = {TEST: doc["reference"]}
         out["operating"] = {TEST: doc["operating"]}
         out["slices"] = doc["slices"]
         out["curves"] = _curves(fs, proba, decisions[fs.name], policy)
     out |= measure_robustness(sets, probas, policy, thresholds, score)
     return out, decisions, probas
+
+
+def per_week(fs: FrozenSet, proba: np.ndarray, decisions: Decisions, policy: Policy) -> list[dict[str, Any]]:
+    """The recent set week by week (ISO week of the decision), so a reviewer sees whether the newest weeks hold up.
+
+    Per week: rows, and per category its rate and the model's operating-point precision, recall, F1, FPR, PR-AUC.
+    """
+    if fs.weeks is None:
+        return []
+    scores = proba[:, [policy.classes.index(c) for c in policy.categories]]
+    out = []
+    for week in sorted(set(fs.weeks.tolist())):
+        m = fs.weeks == week
+        entry: dict[str, Any] = {"week": week, "rows": int(m.sum()), "categories": {}}
+        for j, c in enumerate(policy.categories):
+            truth = decisions.operating_truth[m, j]
+            metrics = binary_metrics(truth, decisions.operating[m, j], scores[m, j])
+            entry["categories"][c] = {"rate": float(truth.mean())} | {
+                k: metrics[k] for k in ("precision", "recall", "f1", "fpr", "pr_auc", "support")
+            }
+        out.append(entry)
+    return out
 
 
 def evaluate_champion(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harmguard.data.datasets import load_dataset
-from harmguard.data.snapshot import encode_labels, split_frame
+from harmguard.data.snapshot import RECENT, encode_labels, split_frame
 from harmguard.digests import canonical_json, sha256_bytes
 from harmguard.evaluation.fairness import identity_groups
 from harmguard.evaluation.metrics import length_buckets
@@ -55,7 +55,7 @@ def _slice_frames(frame: pd.DataFrame, policy: Policy) -> dict[str, np.ndarray]:
                 if (keys == key).any():
                     masks[f"{spec.name}:{key}"] = keys == key
             continue
-        col = f"src_{spec.column}"
+        col = "origin" if spec.by == "origin" else f"src_{spec.column}"
         if col not in frame.columns:
             continue
         keys = frame[col].astype(str).to_numpy()
@@ -80,6 +80,7 @@ class FrozenSet:
     identity: str | None = None  # where the groups come from, for the report
     min_negatives: int = 50  # groups with fewer negatives stay out of the FPR spread
     functionality: np.ndarray | None = None  # (n,) functional test of each row
+    weeks: np.ndarray | None = None  # recent: (n,) ISO week of each row's decision
     derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # memo: perturbed copies
 
     def describe(self) -> dict[str, Any]:
@@ -91,6 +92,8 @@ class FrozenSet:
             out |= {"identity": self.identity, "identity_groups": len(self.groups)}
         if self.functionality is not None:
             out["functionalities"] = len(set(self.functionality.tolist()))
+        if self.weeks is not None:
+            out["weeks"] = sorted(set(self.weeks.tolist()))
         return out
 
 
@@ -100,6 +103,13 @@ def frozen_sets(frame: pd.DataFrame, policy: Policy, settings: Settings | None) 
     texts = test["text"].fillna("").tolist()
     y = encode_labels(test, policy)
     sets = [FrozenSet(TEST, set_digest(texts, test["label"].tolist()), texts, y, slices=_slice_frames(test, policy))]
+    recent = split_frame(frame, RECENT)
+    if len(recent):
+        # the newest imported decisions, held out by time: judged like the test split, never trained on
+        texts = recent["text"].fillna("").tolist()
+        weeks = pd.to_datetime(recent["decided_at"], utc=True, format="ISO8601").dt.strftime("%G-W%V").to_numpy()
+        digest = set_digest(texts, recent["label"].tolist())
+        sets.append(FrozenSet(RECENT, digest, texts, encode_labels(recent, policy), weeks=weeks))
     if settings is None:
         return sets
 

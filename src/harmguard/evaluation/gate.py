@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from harmguard.data.snapshot import RECENT
 from harmguard.evaluation.frozen import TEST, PairedDecisions
 from harmguard.evaluation.metrics import flatten, robustness_keys
 from harmguard.evaluation.significance import mcnemar, paired_bootstrap, resample_weights
@@ -98,6 +99,11 @@ def _direction(t: Threshold) -> str:
 
 def _rows_and_label(t: Threshold, policy: Policy, paired: PairedDecisions) -> tuple[str, np.ndarray | None, int | None]:
     """Which frozen set, which rows of it and which label column a change threshold reads; '' when unknown."""
+    if t.slice == RECENT:  # the newest imported decisions: every category, like the test split
+        labels = policy.classes if t.kind == "reference" else policy.categories
+        if RECENT not in paired.challenger or (t.category is not None and t.category not in labels):
+            return "", None, None
+        return RECENT, None, labels.index(t.category) if t.category is not None else None
     if t.slice == "overall" or ":" in t.slice:
         mask = None if t.slice == "overall" else paired.slices.get(t.slice)
         if t.slice != "overall" and mask is None:
@@ -188,6 +194,19 @@ def check_change(
     }
 
 
+def _not_applicable(t: Threshold, why: str) -> dict[str, Any]:
+    kind = "change" if t.change is not None and t.min is None and t.max is None else "value"
+    return _base(t, kind) | {
+        "value": None,
+        "champion_value": None,
+        "delta": None,
+        "interval": None,
+        "skipped": True,
+        "passed": True,
+        "reason": f"{metric_key(t)} skipped: {why}",
+    }
+
+
 def _skipped(t: Threshold, why: str) -> dict[str, Any]:
     assert t.change is not None
     return _base(t, "change") | {
@@ -240,7 +259,12 @@ def run_gate(
         notes.append(evaluation.get("champion_note") or f"compared with champion {champion_doc['version']}")
     checks: list[dict[str, Any]] = []
     weights: dict[int, np.ndarray] = {}
+    no_recent = RECENT not in (evaluation.get("sets") or {})
     for t in policy.gate.thresholds:
+        if t.slice == RECENT and no_recent:
+            # the set exists only when the snapshot holds imported decisions of the newest days before its cutoff
+            checks.append(_not_applicable(t, "the snapshot has no recent imported decisions (set `recent` is empty)"))
+            continue
         if t.min is not None or t.max is not None:
             checks.append(check_threshold(t, flat, champion_flat, details, confidence=policy.gate.bootstrap.confidence))
         if t.change is None:

@@ -199,6 +199,8 @@ def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]
                         out[f"operating/{prefix}/{c}/{k}"] = m[k]
 
     add("overall", evaluation["reference"].get(split), evaluation["operating"].get(split))
+    recent = evaluation.get("recent") or {}
+    add("recent", recent.get("reference"), recent.get("operating"))  # the newest imported decisions
     for name, sl in evaluation.get("slices", {}).items():
         add(name, sl.get("reference"), sl.get("operating"))
     # Frozen evaluation sets read as slices named after the set: `<kind>/<set>/<category>/<metric>`.

@@ -96,7 +96,7 @@ def measure_robustness(
             out["functional"][fs.name] = head | measure_functional(
                 fs.functionality, fs.y, decisions, confidence=boot.confidence
             )
-    test = next((fs for fs in sets if fs.category is None), None)
+    test = next((fs for fs in sets if fs.name == TEST), None)
     if policy.evasion is not None and test is not None:
         truth = truth_matrix(test.y, policy.classes, policy.categories, policy.label_mode)
         clean = _operating(probas[TEST], policy, thresholds)

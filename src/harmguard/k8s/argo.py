@@ -2,10 +2,13 @@
 
 Argo schedules; Kubeflow Pipelines runs the pipelines. Every step runs the one harmguard image and calls the CLI:
 
-- ``harmguard-retrain``: ``harmguard submit --pipeline training --wait`` runs the training pipeline on KFP under
-  the workflow's name as run id; ``python -m harmguard.k8s.argo outcome`` reads that run's blessing and registration
-  from the registry; a blessed version suspends the workflow for a human decision (``approve`` YES/NO,
-  ``approver``, ``reason``, supplied with ``argo resume`` / ``argo node set`` or the UI). The decision is recorded
+- ``harmguard-retrain``: ``python -m harmguard.k8s.argo due`` first asks whether anything is new since the champion's
+  data (``harmguard retrain-needed``); when nothing is, the workflow ends there, successfully, with the reason in
+  the step's log. Otherwise ``harmguard submit --pipeline training --wait`` runs the training pipeline on KFP under
+  the workflow's name as run id, on the labels cut the check counted; ``python -m harmguard.k8s.argo outcome``
+  reads that run's blessing and registration from the registry; a blessed version suspends the workflow for a human
+  decision (``approve`` YES/NO, ``approver``, ``reason``, supplied with ``argo resume`` / ``argo node set`` or the
+  UI). The decision is recorded
   with ``harmguard approve`` / ``harmguard reject`` (the registry's audit log, the same trail a CLI approval
   leaves); a YES then runs the promotion pipeline, whose first step verifies that approval. No decision before
   the approval timeout resumes with the defaults, i.e. a rejection by ``argo:approval-timeout``. No pod is held
@@ -145,13 +148,38 @@ def notify(message: str, url: str | None, timeout_s: float = 10.0) -> None:
             raise OSError(f"webhook {url} answered {response.status}")
 
 
+def due_outputs(answer: dict[str, Any], *, force: bool = False) -> tuple[dict[str, Any], str]:
+    """Output files of the ``retrain-needed`` step (``due``, ``labels_watermark``, ``labels_until``) and its message.
+
+    ``force`` makes a run due whatever the answer (a manual retrain); the cut still comes from the answer.
+    """
+    due = bool(answer["due"]) or force
+    reasons = "; ".join(answer["reasons"]) + ("; forced by the workflow's `force` parameter" if force else "")
+    message = (f"retraining {answer['policy']}: " if due else f"nothing to retrain for {answer['policy']}: ") + reasons
+    outputs = {
+        "due": due,
+        "labels_watermark": str(answer["labels_watermark"] if answer["labels_until"] else -1),
+        "labels_until": answer["labels_until"] or "",
+    }
+    return outputs, message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m harmguard.k8s.argo outcome RUN_ID OUT_DIR`` | ``notify WORKFLOW STATUS FAILURES [--url URL]``."""
+    """The step helpers: ``python -m harmguard.k8s.argo outcome|due|notify``.
+
+    ``outcome RUN_ID OUT_DIR`` | ``due POLICY OUT_DIR [--min-new-labels N] [--force true|false]`` |
+    ``notify WORKFLOW STATUS FAILURES [--url URL]``.
+    """
     parser = argparse.ArgumentParser(prog="python -m harmguard.k8s.argo", description="Step helpers of the workflows.")
     sub = parser.add_subparsers(dest="command", required=True)
     outcome = sub.add_parser("outcome", help="Write blessed/version of a training run as output files.")
     outcome.add_argument("run_id")
     outcome.add_argument("out_dir", type=Path)
+    due = sub.add_parser("due", help="Write whether a retraining run is due, and the labels cut, as output files.")
+    due.add_argument("policy")
+    due.add_argument("out_dir", type=Path)
+    due.add_argument("--min-new-labels", default="", help="New decisions that make a run due (empty: the policy's).")
+    due.add_argument("--force", default="false", choices=["true", "false"], help="Run whatever the answer.")
     report = sub.add_parser("notify", help="Report a workflow that did not succeed.")
     report.add_argument("workflow")
     report.add_argument("status")
@@ -166,6 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         write_outputs({k: result[k] for k in ("blessed", "version")}, args.out_dir)
         print(json.dumps(result))
+        return 0
+    if args.command == "due":
+        from harmguard.labels.due import retrain_needed
+        from harmguard.policy import load_policy
+
+        threshold = int(args.min_new_labels) if args.min_new_labels else None
+        answer = retrain_needed(open_store(load_settings().home), load_policy(args.policy), min_new_labels=threshold)
+        outputs, message = due_outputs(answer, force=args.force == "true")
+        write_outputs(outputs, args.out_dir)
+        print(message, file=sys.stderr)
+        print(json.dumps(answer))
         return 0
     notify(failure_message(args.workflow, args.status, args.failures), args.url or None)
     return 0
@@ -275,6 +314,10 @@ def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
         Parameter(name="policy", value=cfg.policy, description="Policy to retrain."),
         Parameter(name="family", value="baseline", enum=["baseline", "transformer"], description="Model family."),
         Parameter(name="data-uri", value="", description="Data to train on (empty: the policy's datasets)."),
+        Parameter(
+            name="min-new-labels", value="", description="New decisions that make a run due (empty: the policy's)."
+        ),
+        Parameter(name="force", value="false", enum=["true", "false"], description="Retrain even when nothing is new."),
         Parameter(name="kfp-host", value=cfg.kfp_host, description="KFP API endpoint."),
         Parameter(name="notify-url", value="", description="Webhook told about failed runs (empty: log only)."),
     ]
@@ -285,8 +328,25 @@ def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
         active_deadline_seconds=5 * 24 * 3600,
         **_workflow_kwargs(cfg, "harmguard-retrain", "retraining", cfg.retrain_schedules),
     ) as workflow:
+        check = Container(
+            name="retrain-needed",
+            command=["python", "-m", "harmguard.k8s.argo", "due", "{{workflow.parameters.policy}}", "/tmp/due"],
+            args=[
+                "--min-new-labels",
+                "{{workflow.parameters.min-new-labels}}",
+                "--force",
+                "{{workflow.parameters.force}}",
+            ],  # fmt: skip
+            outputs=[
+                Parameter(name=n, value_from=m.ValueFrom(path=f"/tmp/due/{n}"))
+                for n in ("due", "labels_watermark", "labels_until")
+            ],
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "250m", "1Gi"),
+        )
         submit_training = Container(
             name="submit-training",
+            inputs=[Parameter(name="labels_watermark"), Parameter(name="labels_until")],
             command=["harmguard"],
             args=_submit_args(
                 "training",
@@ -295,6 +355,9 @@ def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
                     "family": "{{workflow.parameters.family}}",
                     "data_uri": "{{workflow.parameters.data-uri}}",
                     "run_id": "{{workflow.name}}",  # the training run's id: the next step finds its records
+                    # the labels cut the check counted: the run trains on exactly those decisions
+                    "labels_watermark": "{{inputs.parameters.labels_watermark}}",
+                    "labels_until": "{{inputs.parameters.labels_until}}",
                 },
                 "argo:{{workflow.name}}",
                 24 * 3600,
@@ -376,14 +439,18 @@ def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
                 arguments={"version": version, "approver": by},
                 when=yes,
             )
+        due = "{{steps.check.outputs.parameters.due}} == true"
         with Steps(name="retrain"):
-            Step(name="train", template=submit_training)
-            Step(name="outcome", template=outcome)
+            # nothing new since the champion's data: the workflow ends here, successfully, the step saying why
+            Step(name="check", template=check)
+            cut = {n: f"{{{{steps.check.outputs.parameters.{n}}}}}" for n in ("labels_watermark", "labels_until")}
+            Step(name="train", template=submit_training, arguments=cut, when=due)
+            Step(name="outcome", template=outcome, when=due)
             Step(
                 name="review",
                 template="review",
                 arguments={"version": "{{steps.outcome.outputs.parameters.version}}"},
-                when="{{steps.outcome.outputs.parameters.blessed}} == true",
+                when=f"{due} && {{{{steps.outcome.outputs.parameters.blessed}}}} == true",
             )
         _exit_handler(cfg)
     return workflow

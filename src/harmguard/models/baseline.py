@@ -149,14 +149,18 @@ def _fit_vectorizer(name: str, spec: BaselineSpec, texts: list[str]) -> tuple[Tf
     return vec, vec.fit_transform(texts)
 
 
-def train_baseline(texts: list[str], labels: np.ndarray, policy: Policy, *, seed: int = 0) -> BaselineModel:
+def train_baseline(
+    texts: list[str], labels: np.ndarray, policy: Policy, *, seed: int = 0, weights: np.ndarray | None = None
+) -> BaselineModel:
     """Fit the baseline.
 
     Args:
         texts: Training texts.
-        labels: Exclusive: class indices into ``policy.classes``, shape (n,). Multilabel: 0/1, shape (n, n_cat).
+        labels: Exclusive: class indices into ``policy.classes``, shape (n,). Multilabel: 0/1, shape (n, n_cat), -1
+            where a decision left the category unlabelled (masked: that row does not fit that category).
         policy: The policy (label mode, classes, hyperparameters).
         seed: Random seed of the solver.
+        weights: Per-row sample weights (e.g. imported decisions weighing more than dataset rows); None: all 1.
 
     Returns:
         The fitted model.
@@ -180,19 +184,20 @@ def train_baseline(texts: list[str], labels: np.ndarray, policy: Policy, *, seed
     coef = np.zeros((n_classes, x.shape[1]))
     intercept = np.zeros(n_classes)
 
-    def fit(y: np.ndarray) -> LogisticRegression:
+    def fit(y: np.ndarray, rows: np.ndarray | None = None) -> LogisticRegression:
         values, counts = np.unique(y, return_counts=True)
         # Partial balancing: full 'balanced' weights buy minority recall with majority precision (on davidson2017
         # it lowers weighted F1 below the unweighted model); a power below 1 trades between the two.
-        weights = (len(y) / (len(values) * counts)) ** spec.class_weight_power
+        per_class = (len(y) / (len(values) * counts)) ** spec.class_weight_power
         clf = LogisticRegression(
             C=spec.C,
             max_iter=spec.max_iter,
-            class_weight=dict(zip(values.tolist(), weights.tolist(), strict=True)),
+            class_weight=dict(zip(values.tolist(), per_class.tolist(), strict=True)),
             random_state=seed,
             solver="lbfgs",
         )
-        return clf.fit(x, y)
+        w = weights if rows is None or weights is None else weights[rows]
+        return clf.fit(x if rows is None else x[rows], y, sample_weight=w)
 
     if policy.label_mode == "exclusive":
         present = np.unique(labels)
@@ -210,7 +215,11 @@ def train_baseline(texts: list[str], labels: np.ndarray, policy: Policy, *, seed
             intercept[clf.classes_] = clf.intercept_
     else:
         for j in range(n_classes):
-            clf = fit(labels[:, j])
+            known = labels[:, j] >= 0  # -1: the decision left this category unlabelled; not guessed, not fitted
+            y = labels[known, j]
+            if len(np.unique(y)) < 2:
+                raise ValueError(f"training data has one value only for category {policy.classes[j]!r}")
+            clf = fit(y, known)
             coef[j] = clf.coef_[0]
             intercept[j] = clf.intercept_[0]
     return BaselineModel(

@@ -101,12 +101,27 @@ def _comparison_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
 
     add("overall", evaluation["operating"]["test"]["rows"], evaluation["operating"]["test"],
         (champion.get("operating") or {}).get("test"))  # fmt: skip
+    if evaluation.get("recent"):
+        recent = evaluation["recent"]
+        add("recent", recent["rows"], recent["operating"], (champion.get("recent") or {}).get("operating"))
     for name, sl in (evaluation.get("slices") or {}).items():
         add(name, sl["rows"], sl.get("operating"), ((champion.get("slices") or {}).get(name) or {}).get("operating"))
     for name, es in (evaluation.get("evaluation_sets") or {}).items():
         theirs = ((champion.get("evaluation_sets") or {}).get(name) or {}).get("operating")
         add(name, es["rows"], {"per_category": {es["category"]: es["operating"]}},
             {"per_category": {es["category"]: theirs}} if theirs else None)  # fmt: skip
+    return rows
+
+
+def _recent_weeks(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recent set week by week and per category, with the champion's figures on the same rows beside."""
+    recent = evaluation.get("recent") or {}
+    theirs = {w["week"]: w for w in ((evaluation.get("champion") or {}).get("recent") or {}).get("weeks", [])}
+    rows = []
+    for week in recent.get("weeks", []):
+        for cat, m in week["categories"].items():
+            champion = (theirs.get(week["week"]) or {}).get("categories", {}).get(cat)
+            rows.append({"week": week["week"], "rows": week["rows"], "category": cat, **m, "champion": champion})
     return rows
 
 
@@ -188,6 +203,7 @@ def render_review_html(evaluation: dict[str, Any], blessing: dict[str, Any] | No
         fairness=_fairness_tables(evaluation, _bounds(blessing)),
         functional=_functional_tables(evaluation, _bounds(blessing)),
         evasion=_evasion_rows(evaluation, _bounds(blessing)),
+        recent_weeks=_recent_weeks(evaluation),
         pr_plot=plot_pr_pair(evaluation),
         cm_plot=plot_confusion(evaluation),
     )
@@ -230,6 +246,12 @@ def _review_markdown_lines(evaluation: dict[str, Any], blessing: dict[str, Any] 
             f"- {cat} evasion: worst evasion rate **{pair(('evasion', cat, 'worst_evasion_rate'))}** "
             f"({ev['perturbation']}), worst flip rate {pair(('evasion', cat, 'worst_flip_rate'))} "
             f"({ev['flip_perturbation']})"
+        )
+    for row in _recent_weeks(evaluation):
+        lines.append(
+            f"- recent {row['week']} ({row['rows']} decisions, {row['category']} rate {_fmt(row['rate'])}): "
+            f"F1 **{_fmt(row['f1'])}**, recall {_fmt(row['recall'])}, FPR {_fmt(row['fpr'])}"
+            + (f" (champion F1 {_fmt(row['champion']['f1'])})" if row["champion"] else "")
         )
     flips = evaluation.get("flips")
     if flips:

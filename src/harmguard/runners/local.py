@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
+from harmguard.data.sources import LabelsCutError, labels_cut
 from harmguard.pipelines.promotion import promotion_pipeline
 from harmguard.pipelines.training import training_pipeline
 from harmguard.policy import load_policy
@@ -169,9 +170,24 @@ def run_training(
     seed: int = 0,
     started_by: str = "unknown",
     console: Console | None = None,
+    labels_watermark: int | None = None,
+    labels_until: str = "",
 ) -> dict[str, Any]:
-    """Run the training pipeline locally; returns the summary of CONTRACTS.md (``ok`` says if it finished)."""
+    """Run the training pipeline locally; returns the summary of CONTRACTS.md (``ok`` says if it finished).
+
+    A policy that takes imported labels has its cut pinned before any step runs (default: the current watermark and
+    the newest decision), so the pipeline's arguments say exactly which events the run reads.
+
+    Raises:
+        PolicyError: The policy is unknown or invalid.
+        LabelsCutError: The labels watermark or cutoff cannot be used.
+    """
     pol = load_policy(policy)  # a bad policy fails here, before any step runs
+    if pol.data.labels is not None:
+        cut, _ = labels_cut(open_store(settings.home), pol, watermark=labels_watermark, until=labels_until or None)
+        labels_watermark, labels_until = cut.watermark, cut.until or ""
+    elif labels_until or labels_watermark is not None:
+        raise LabelsCutError(f"policy {pol.name} takes no imported labels: --labels-* options do not apply")
     run_id = new_run_id(pol.name)
     arguments = {
         "policy": policy,
@@ -183,6 +199,8 @@ def run_training(
         "seed": seed,
         "run_id": run_id,
         "started_by": started_by,
+        "labels_watermark": -1 if labels_watermark is None else labels_watermark,
+        "labels_until": labels_until,
     }
     done = execute_locally(
         settings,
@@ -234,6 +252,10 @@ def summarize(store: Any, run_id: str, policy: str, *, error: str | None, steps:
         "blessed": bool(blessing and blessing["blessed"]),
         "reasons": (blessing or {}).get("reasons") or ([error] if error else []),
         "checks": (blessing or {}).get("checks", []),
+        "champion": (blessing or {}).get("champion"),
+        "evaluation_sets": (blessing or {}).get("evaluation_sets", {}),
+        # the sources with their digests and rows, and the labels cut (watermark, until) the snapshot took
+        "lineage": ingest.get("lineage") or {},
         "metrics": metrics,
         "report": report,
         "steps": steps,

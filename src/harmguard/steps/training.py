@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.data.datasets import load_dataset
-from harmguard.data.snapshot import build_snapshot, read_snapshot_file, write_snapshot
+from harmguard.data.snapshot import assemble_snapshot, read_snapshot_file, write_snapshot
+from harmguard.data.sources import load_sources
 from harmguard.data.validation import validate_snapshot
 from harmguard.digests import model_digest
 from harmguard.evaluation.evaluate import evaluate_against_champion, thresholds_artifact
@@ -24,7 +24,7 @@ from harmguard.evaluation.gate import run_gate
 from harmguard.evaluation.metrics import flatten
 from harmguard.lineage import git_commit, lock_digest
 from harmguard.models.loading import load_model
-from harmguard.policy import ColumnMap, Policy, load_policy, policy_digest
+from harmguard.policy import ColumnMap, load_policy, policy_digest
 from harmguard.promotion.golden import measure_golden
 from harmguard.registry import append_audit, move_alias, read_alias, register_version
 from harmguard.registry.experiment import log_run, training_params
@@ -32,9 +32,7 @@ from harmguard.registry.models import publish_model
 from harmguard.registry.runs import read_record, record
 from harmguard.reports.render import render_validation_html
 from harmguard.reports.review_page import render_review_html, render_review_markdown
-from harmguard.settings import Settings
 from harmguard.steps.context import step_context
-from harmguard.storage.readers import read_table
 from harmguard.training.dispatch import train_model
 
 
@@ -42,24 +40,33 @@ class ValidationFailed(RuntimeError):
     """The data failed validation; the run stops."""
 
 
-def load_policy_data(policy: Policy, settings: Settings, data_uri: str = "") -> tuple[Any, str]:
-    """Raw rows of the policy's data (or of ``data_uri``) and a description of the source."""
-    if data_uri:
-        return read_table(data_uri, policy.data.format), data_uri
-    if policy.data.uri:
-        return read_table(policy.data.uri, policy.data.format), policy.data.uri
-    assert policy.data.dataset is not None  # the policy model guarantees one of the two
-    return load_dataset(policy.data.dataset, settings), f"dataset:{policy.data.dataset}"
+def ingest_step(
+    policy_ref: str,
+    data_uri: str,
+    columns: str,
+    sample: int,
+    run_id: str,
+    snapshot_path: str,
+    labels_watermark: int = -1,
+    labels_until: str = "",
+):
+    """Load every source (datasets or ``data_uri``, and the imported labels up to the cut), snapshot them.
 
-
-def ingest_step(policy_ref: str, data_uri: str, columns: str, sample: int, run_id: str, snapshot_path: str):
-    """Load, map, split and snapshot the data. Returns the ingest record."""
+    ``labels_watermark`` < 0 and an empty ``labels_until`` mean the current watermark and the newest decision; the
+    values used are recorded. Returns the ingest record.
+    """
     settings, store = step_context()
     policy = load_policy(policy_ref)
     cols = ColumnMap.model_validate({**policy.data.columns.model_dump(), **json.loads(columns)}) if columns else None
-    raw, source = load_policy_data(policy, settings, data_uri)
-    frame = build_snapshot(raw, policy, columns=cols, sample=sample)
-    info = write_snapshot(store, frame, policy=policy, source=source)
+    parts, cut = load_sources(
+        policy, settings, store, data_uri=data_uri, columns=cols,
+        labels_watermark=labels_watermark, labels_until=labels_until or None,
+    )  # fmt: skip
+    frame, lineage = assemble_snapshot(parts, policy, sample=sample, cut=cut)
+    if cut is not None:
+        lineage["labels"] = cut.to_dict()
+    source = " + ".join(p.description for p in parts)
+    info = write_snapshot(store, frame, policy=policy, source=source, lineage=lineage)
     Path(snapshot_path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(snapshot_path, index=False)
     doc = {
@@ -71,6 +78,7 @@ def ingest_step(policy_ref: str, data_uri: str, columns: str, sample: int, run_i
         "policy": policy.name,
         "policy_digest": policy_digest(policy_ref),
         "sample": sample,
+        "lineage": lineage,
     }
     record(store, run_id, "ingest", doc)
     return doc
@@ -195,6 +203,12 @@ def gate_step(
         "image": settings.image,
         "parent_run": run_id,
     }
+    ingested = (read_record(store, run_id, "ingest") or {}).get("lineage") or {}
+    if ingested.get("sources"):
+        lineage["sources"] = ingested["sources"]  # each with its digest and rows
+    if ingested.get("labels"):  # the labels cut: what `retrain-needed` counts new events from
+        lineage["labels_watermark"] = ingested["labels"]["watermark"]
+        lineage["labels_until"] = ingested["labels"]["until"]
     blessing["lineage"] = lineage
     mlflow_run_id = log_run(
         settings,

@@ -47,7 +47,10 @@ def train_model(
         return train_transformer(frame, policy, overrides=opts, seed=seed, workdir=workdir, ray_address=address)
     train = split_frame(frame, "train")
     if family == "baseline":
-        return train_baseline(train["text"].fillna("").tolist(), encode_labels(train, policy), policy, seed=seed)
+        weights = train["weight"].to_numpy(dtype=float) if "weight" in train.columns else None
+        return train_baseline(
+            train["text"].fillna("").tolist(), encode_labels(train, policy), policy, seed=seed, weights=weights
+        )
     raise ValueError(f"unknown model family {family!r}; choose one of {FAMILIES}")
 
 

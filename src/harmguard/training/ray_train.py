@@ -251,7 +251,10 @@ def _loss(logits: Any, labels: Any, label_mode: str) -> Any:
 
     if label_mode == "exclusive":
         return F.cross_entropy(logits.float(), labels.long())
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    # multilabel: -1 marks a category the decision left unlabelled; it adds nothing to the loss
+    known = (labels >= 0).float()
+    losses = F.binary_cross_entropy_with_logits(logits.float(), labels.clamp(min=0).float(), reduction="none")
+    return (losses * known).sum() / known.sum().clamp(min=1.0)
 
 
 def _macro_f1(labels: np.ndarray, proba: np.ndarray, label_mode: str) -> float:
