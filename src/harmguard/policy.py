@@ -9,7 +9,9 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harmguard.canonical import CANONICAL_VERSION
 from harmguard.digests import sha256_bytes
+from harmguard.identity import SHIPPED, shipped_terms
 from harmguard.vocabulary import (
     CHANGE_METRICS,
     LOWER_IS_BETTER,
@@ -216,6 +218,35 @@ class BaselineSpec(_Strict):
     preprocess: bool = Field(
         default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
     )
+    canonical: int = Field(
+        default=0,
+        ge=0,
+        le=CANONICAL_VERSION,
+        description="Evasion defence: the version of `harmguard.canonical.canonicalize` applied to every text "
+        "(confusables, invisible characters, leetspeak, spaced letters, repeats); 0: none. Saved with the model.",
+    )
+    window_words: int = Field(
+        default=0,
+        ge=0,
+        description="Long texts: score a text longer than this many words in overlapping windows of this many words "
+        "and take each category's highest score (abuse after a harmless opening is not diluted or cut off); 0: off.",
+    )
+    window_stride: int = Field(default=0, ge=0, description="Words between window starts; 0: half a window.")
+    max_windows: int = Field(
+        default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
+    )
+    identity_terms: list[str] = Field(
+        default_factory=list,
+        description="Identity-term abstraction: these terms (whole words, any case) read as one token, so the model "
+        "decides on what is said about a group, not which group; `harmguard`: the shipped lexicon "
+        "(harmguard.identity). Saved with the model.",
+    )
+
+    @field_validator("identity_terms", mode="before")
+    @classmethod
+    def _lexicon(cls, value: Any) -> Any:
+        return shipped_terms() if value == SHIPPED else value
+
     min_df: int = Field(default=2, ge=1, description="Drop n-grams seen in fewer documents.")
     max_features: int | None = Field(default=200_000, description="Keep this many n-grams per analyzer at most.")
     sublinear_tf: bool = Field(default=True, description="Use 1 + log(tf).")
@@ -239,6 +270,22 @@ class TransformerSpec(_Strict):
     max_length: int = Field(default=64, ge=8, le=4096, description="Longest tokenized input; longer texts are cut.")
     preprocess: bool = Field(
         default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
+    )
+    canonical: int = Field(
+        default=0,
+        ge=0,
+        le=CANONICAL_VERSION,
+        description="Evasion defence applied before the tokenizer (see the baseline's `canonical`); 0: raw text.",
+    )
+    window_words: int = Field(
+        default=0,
+        ge=0,
+        description="Long texts: score a text longer than this many words in overlapping windows of this many words "
+        "and take each category's highest score (abuse after a harmless opening is not diluted or cut off); 0: off.",
+    )
+    window_stride: int = Field(default=0, ge=0, description="Words between window starts; 0: half a window.")
+    max_windows: int = Field(
+        default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
     )
     batch_size: int = Field(default=32, ge=1, description="Training examples per worker per micro-batch.")
     eval_batch_size: int = Field(default=128, ge=1, description="Examples per batch when validating and scoring.")

@@ -20,7 +20,7 @@ FAIRNESS_SUMMARY_METRICS = ("min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc", 
 FAIRNESS_METRICS = frozenset({*FAIRNESS_GROUP_METRICS, *FAIRNESS_SUMMARY_METRICS})
 
 # Evasion: the rewrites of the test split, and what is measured per rewrite and per category.
-Perturbation = Literal["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph"]
+Perturbation = Literal["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph", "long_prefix"]
 PERTURBATIONS: tuple[str, ...] = get_args(Perturbation)
 EVASION_PER_PERTURBATION_METRICS = ("flip_rate", "evasion_rate")
 EVASION_SUMMARY_METRICS = ("max_flip_rate", "max_evasion_rate")

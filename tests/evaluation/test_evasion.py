@@ -5,6 +5,7 @@ import pytest
 
 from harmguard.evaluation.evasion import (
     PERTURBATIONS,
+    PREFIX_WORDS,
     demo,
     flatten_evasion,
     measure_evasion,
@@ -27,9 +28,12 @@ def test_each_perturbation_rewrites_words_as_evaders_do():
     assert len(punct) == 6 and punct[0] == "i" and "".join(c for c in punct if c not in ".*-_") == "idiot"
 
 
+WORD_LEVEL = [p for p in PERTURBATIONS if p != "long_prefix"]
+
+
 def test_placeholders_and_short_words_are_left_alone():
     text = "RT @user: so stupid!! http://t.co/abc &amp; #tag ok"
-    for name in PERTURBATIONS:
+    for name in WORD_LEVEL:
         out, changed = perturb_texts([text, "ok no"], name, word_rate=1.0)
         assert changed.tolist() == [True, False]  # "ok no": no word of 3+ letters
         for kept in ("@user:", "http://t.co/abc", "&amp;", "#tag", "RT", " ok"):
@@ -39,7 +43,7 @@ def test_placeholders_and_short_words_are_left_alone():
 
 def test_perturbations_are_deterministic_and_rewrite_at_least_one_word():
     texts = [f"these people are terrible number {i}" for i in range(50)]
-    for name in PERTURBATIONS:
+    for name in PERTURBATIONS:  # long_prefix too: every text gets its opening
         a, changed = perturb_texts(texts, name, word_rate=0.1, seed=3)
         assert a == perturb_texts(texts, name, word_rate=0.1, seed=3)[0]  # same seed, same texts
         assert changed.all()  # at least one word per text, even at a low rate
@@ -47,6 +51,16 @@ def test_perturbations_are_deterministic_and_rewrite_at_least_one_word():
     with pytest.raises(ValueError, match="unknown perturbation"):
         perturb_texts(texts, "rot13")
     assert demo("leetspeak").startswith("Y0u p30pl3")
+
+
+def test_long_prefix_puts_a_harmless_opening_before_the_whole_text():
+    texts = ["you people are vermin", "ok no"]
+    out, changed = perturb_texts(texts, "long_prefix", seed=4)
+    assert changed.all() and out == perturb_texts(texts, "long_prefix", seed=4)[0]
+    for original, long in zip(texts, out, strict=True):
+        words = long.split()
+        assert long.endswith(" " + original) and len(words) == PREFIX_WORDS + len(original.split())
+    assert "harmless words" in demo("long_prefix")
 
 
 def test_flip_and_evasion_rates_by_hand():

@@ -6,7 +6,9 @@ Perturbations (each a word-level rewrite, seeded, so the same rows always become
 - ``leetspeak``: digits for letters (``idiot`` -> ``1d107``);
 - ``space_insert``: a space between every letter (``idiot`` -> ``i d i o t``);
 - ``punct_insert``: one punctuation mark inside the word (``idiot`` -> ``id*iot``);
-- ``homoglyph``: Cyrillic look-alikes for Latin letters (``idiot`` -> ``іdіоt``, unchanged to a reader).
+- ``homoglyph``: Cyrillic look-alikes for Latin letters (``idiot`` -> ``іdіоt``, unchanged to a reader);
+- ``long_prefix``: a harmless opening of ``PREFIX_WORDS`` words before the whole text (abuse placed where a model
+  that reads only the start, or averages over everything, does not see it). Text-level, not per word.
 
 A word is eligible when it is 3+ ASCII letters, optionally wrapped in punctuation (mentions, hashtags, HTML
 entities and URLs are left alone: they are placeholders to the models). Each eligible word is rewritten with
@@ -38,6 +40,16 @@ METRICS = EVASION_METRICS
 SLICE = "evasion"  # keys: operating/evasion:<perturbation>/<category>/<metric>, operating/evasion/<category>/max_*
 DEMO = "You people are disgusting and should leave"  # shown in the report to explain each perturbation
 
+PREFIX_WORDS = 100
+# A harmless opening (written for harmguard): everyday sentences, no identity terms, no profanity.
+_HARMLESS = (
+    "Thanks for the update on the weekend plans. The weather looks mild on Saturday, so the picnic at the park "
+    "should work if we meet around noon near the old fountain. I will bring sandwiches, some fruit and a big bottle "
+    "of lemonade, and maybe the folding chairs from the garage. The bus on the main road runs every twenty minutes, "
+    "which is easier than finding parking near the lake. Last time the ducks followed us all afternoon and the kids "
+    "loved it. If it rains we can move everything to the library cafe instead, they have long tables and decent "
+    "coffee. Let me know what time suits you and whether your cousin is still coming along with the new puppy."
+).split()
 _SPLIT = re.compile(r"(\s+)")
 _WORD = re.compile(r"^([\"'(\[*]*)([A-Za-z]{3,})([^\w\s]*)$")
 _LEET = str.maketrans("aAeEiIoOsStT", "443311005577")
@@ -89,15 +101,27 @@ def perturb_texts(
 
     Deterministic: the generator is seeded with (seed, the perturbation's index in ``PERTURBATIONS``).
     """
-    if name not in _REWRITES:
+    if name not in PERTURBATIONS:
         raise ValueError(f"unknown perturbation {name!r}; choose from {list(PERTURBATIONS)}")
     rng = np.random.default_rng([seed, PERTURBATIONS.index(name)])
+    if name == "long_prefix":
+        out = [long_prefix(t, rng) for t in texts]
+        return out, np.ones(len(texts), dtype=bool)
     out = [perturb_text(t, name, rng, word_rate) for t in texts]
     return out, np.array([a != b for a, b in zip(texts, out, strict=True)], dtype=bool)
 
 
+def long_prefix(text: str, rng: np.random.Generator) -> str:
+    """``text`` after ``PREFIX_WORDS`` harmless words (the opening starts at a random sentence word)."""
+    start = int(rng.integers(len(_HARMLESS)))
+    words = [_HARMLESS[(start + i) % len(_HARMLESS)] for i in range(PREFIX_WORDS)]
+    return " ".join(words) + " " + text
+
+
 def demo(name: str) -> str:
     """The report's illustration of a perturbation: ``DEMO`` with every eligible word rewritten."""
+    if name == "long_prefix":
+        return f"{' '.join(_HARMLESS[:6])} … ({PREFIX_WORDS} harmless words) … {DEMO}"
     return perturb_text(DEMO, name, np.random.default_rng(0), word_rate=1.0)
 
 

@@ -17,7 +17,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from harmguard.models.base import ModelError, preprocess_text
+from harmguard.models.base import ModelError, none_index, prepare_text, windowed_proba
 from harmguard.policy import BaselineSpec, Policy
 
 FORMAT_VERSION = 1
@@ -74,8 +74,10 @@ class BaselineModel:
 
     def featurize(self, texts: list[str]) -> sp.csr_matrix:
         """TF-IDF features, shape (n_texts, n_word + n_char)."""
-        if self.spec.preprocess:
-            texts = [preprocess_text(t) for t in texts]
+        spec = self.spec
+        if spec.preprocess or spec.canonical or spec.identity_terms:
+            texts = [prepare_text(t, preprocess=spec.preprocess, canonical=spec.canonical,
+                                  identity_terms=spec.identity_terms) for t in texts]  # fmt: skip
         blocks = []
         for name in ("word", "char"):
             x = self._counters[name].transform(texts).tocsr()
@@ -87,8 +89,17 @@ class BaselineModel:
         return sp.hstack(blocks, format="csr")
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, shape (n_texts, n_classes)."""
-        logits = self.featurize(list(texts)) @ self.coef.T + self.intercept
+        """Class probabilities, shape (n_texts, n_classes); long texts by window when the spec says so."""
+        spec = self.spec
+        if spec.window_words:
+            return windowed_proba(
+                self._proba, list(texts), size=spec.window_words, stride=spec.window_stride, cap=spec.max_windows,
+                none_index=none_index(self.classes, self.categories),
+            )  # fmt: skip
+        return self._proba(list(texts))
+
+    def _proba(self, texts: list[str]) -> np.ndarray:
+        logits = self.featurize(texts) @ self.coef.T + self.intercept
         return _softmax(logits) if self.label_mode == "exclusive" else _sigmoid(logits)
 
     def save(self, directory: Path) -> None:
@@ -166,8 +177,9 @@ def train_baseline(
         The fitted model.
     """
     spec = policy.baseline
-    if spec.preprocess:
-        texts = [preprocess_text(t) for t in texts]
+    if spec.preprocess or spec.canonical or spec.identity_terms:
+        texts = [prepare_text(t, preprocess=spec.preprocess, canonical=spec.canonical,
+                              identity_terms=spec.identity_terms) for t in texts]  # fmt: skip
     vocab: dict[str, list[str]] = {}
     idf: dict[str, np.ndarray] = {}
     blocks = []

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.models.base import ModelError, preprocess_text
+from harmguard.models.base import ModelError, none_index, prepare_text, windowed_proba
 from harmguard.policy import TransformerSpec
 
 FORMAT_VERSION = 1
@@ -34,9 +34,9 @@ def resolve_backbone(name: str) -> str:
     return name  # a hub name: transformers downloads it (or fails offline with its own message)
 
 
-def prepare_text(text: str, preprocess: bool) -> str:
-    """The text the tokenizer sees (the baseline's cleanup when ``preprocess``)."""
-    return preprocess_text(text) if preprocess else text
+def tokenizer_text(text: str, spec: TransformerSpec) -> str:
+    """The text the tokenizer sees: the shared cleanup and canonicalization the spec asks for."""
+    return prepare_text(text, preprocess=spec.preprocess, canonical=spec.canonical)
 
 
 def build_classifier(backbone: str, classes: list[str], label_mode: str) -> Any:
@@ -92,10 +92,20 @@ class TransformerModel:
         self.train_info = train_info or {}  # history and resumes of the training run (recorded, not exported)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, shape (n_texts, n_classes); batches sorted by length for little padding."""
+        """Class probabilities, shape (n_texts, n_classes); long texts by window when the spec says so."""
+        spec = self.spec
+        if spec.window_words:
+            return windowed_proba(
+                self._proba, list(texts), size=spec.window_words, stride=spec.window_stride, cap=spec.max_windows,
+                none_index=none_index(self.classes, self.categories),
+            )  # fmt: skip
+        return self._proba(list(texts))
+
+    def _proba(self, texts: list[str]) -> np.ndarray:
+        """Batches sorted by length for little padding."""
         import torch
 
-        texts = [prepare_text(t, self.spec.preprocess) for t in texts]
+        texts = [tokenizer_text(t, self.spec) for t in texts]
         out = np.zeros((len(texts), len(self.classes)), dtype=np.float64)
         order = np.argsort([len(t) for t in texts], kind="stable")
         device = next(self.model.parameters()).device

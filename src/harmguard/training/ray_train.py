@@ -34,8 +34,8 @@ from harmguard.models.transformer import (
     TransformerModel,
     build_classifier,
     load_tokenizer,
-    prepare_text,
     probabilities,
+    tokenizer_text,
 )
 from harmguard.policy import Policy, TransformerSpec
 from harmguard.storage.gcs import arrow_filesystem
@@ -345,7 +345,7 @@ def _fit(cfg: dict[str, Any], worker: Any) -> None:
     tokenizer = load_tokenizer(spec.backbone)  # once per worker, not per batch
 
     def tokenize(texts: list[str]) -> list[list[int]]:
-        texts = [prepare_text(t, spec.preprocess) for t in texts]
+        texts = [tokenizer_text(t, spec) for t in texts]
         return tokenizer(texts, truncation=True, max_length=spec.max_length)["input_ids"]
 
     train_ids, val_ids = tokenize(cfg["train_texts"]), tokenize(cfg["val_texts"])
