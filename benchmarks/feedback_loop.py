@@ -112,8 +112,10 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(f"\nheld-out weeks {HELD_OUT_WEEKS}: {len(held)} items ({int(held['y'].sum())} hate); "
           f"davidson2017 test rows: {len(y_dav)}; hatecheck: {len(hc_y)}\n")  # fmt: skip
-    shown = table.astype({"k": str, "decisions trained": str, "seconds": str})
-    print(shown.to_markdown(index=False, floatfmt=".4f"))
+    shown = table.map(lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)).assign(
+        seconds=table["seconds"].map(str)
+    )
+    print(shown.to_markdown(index=False, floatfmt=".4f", disable_numparse=True))
     first, last = rows[0], rows[-1]
     gain = last["held-out macro F1"] - first["held-out macro F1"]
     truth = np.stack([y_dav == 1, y_dav == 0], axis=1)

@@ -29,19 +29,37 @@ from pathlib import Path
 from typing import Any
 
 
-def prepare(out: Path) -> None:
+def _frame(job: Path, policy_name: str, weeks: int) -> Any:
+    """The policy's snapshot frame as a run builds it: its sources and, for a policy that takes imported labels,
+    weeks 1..``weeks`` of the moderation stream, imported once into ``<job>/home``."""
+    from harmguard.data.snapshot import assemble_snapshot
+    from harmguard.data.sources import load_sources
+    from harmguard.labels.store import import_events, read_watermark
+    from harmguard.policy import load_policy
+    from harmguard.settings import load_settings
+    from harmguard.storage import LocalStore
+
+    policy, settings = load_policy(policy_name), load_settings()
+    store = LocalStore(job / "home")
+    if policy.data.labels is not None and read_watermark(store, policy.name)[0] < weeks:
+        stream = Path(str(settings.data_mirror)) / "stormfront_moderation"
+        for week in sorted(stream.glob("week-*.jsonl"))[:weeks]:
+            import_events(store, policy.name, policy.categories, str(week), by="benchmark")
+    parts, cut = load_sources(policy, settings, store, labels_watermark=weeks if policy.data.labels else None)
+    return assemble_snapshot(parts, policy, cut=cut)[0]
+
+
+def prepare(out: Path, policy_name: str, weeks: int) -> None:
     """Write ``<out>/config.json`` (loop config + test split) and ``<out>/backbone16`` (fp16 MiniLM)."""
     from safetensors.torch import load_file, save_file
 
-    from harmguard.data.datasets import load_dataset
-    from harmguard.data.snapshot import build_snapshot, compute_data_version, encode_labels, split_frame
+    from harmguard.data.snapshot import compute_data_version, encode_labels, split_frame
     from harmguard.models.transformer import resolve_backbone
     from harmguard.policy import load_policy
-    from harmguard.settings import load_settings
     from harmguard.training.ray_train import build_loop_config, effective_spec
 
-    policy = load_policy("davidson2017")
-    frame = build_snapshot(load_dataset("davidson2017", load_settings()), policy)
+    policy = load_policy(policy_name)
+    frame = _frame(out, policy_name, weeks)
     spec = effective_spec(policy, {"use_gpu": True, "num_workers": 1, "cpu_max_train_rows": 0})
     cfg = build_loop_config(frame, policy, spec, seed=0)
     test = split_frame(frame, "test")
@@ -50,6 +68,8 @@ def prepare(out: Path) -> None:
         "test_labels": encode_labels(test, policy).tolist(),
         "categories": policy.categories,
         "data_version": compute_data_version(frame),
+        "policy": policy_name,
+        "weeks": weeks,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg))
@@ -83,7 +103,8 @@ def run(job: Path, out: Path) -> None:
             shutil.copy(f, backbone / f.name)
     cfg = json.loads((job / "config.json").read_text())
     test_texts, categories = cfg.pop("test_texts"), cfg.pop("categories")
-    cfg.pop("test_labels")
+    for key in ("test_labels", "policy", "weeks"):
+        cfg.pop(key)
     cfg["spec"] |= {"backbone": str(backbone), "log_every_steps": 100}
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     results = {"device": device, "torch": torch.__version__, "data_version": cfg.pop("data_version")}
@@ -111,8 +132,8 @@ def metrics(job: Path, results: Path) -> None:
     from harmguard.evaluation.metrics import calibrate_threshold, operating_metrics, reference_metrics, truth_matrix
     from harmguard.policy import load_policy
 
-    policy = load_policy("davidson2017")
     cfg = json.loads((job / "config.json").read_text())
+    policy = load_policy(cfg.get("policy", "davidson2017"))
     val, test = np.load(results / "val_proba.npy"), np.load(results / "test_proba.npy")
     yv, yt = np.asarray(cfg["val_labels"]), np.asarray(cfg["test_labels"])
     ref = reference_metrics(yt, test, policy.classes, policy.label_mode)
@@ -134,14 +155,15 @@ def metrics(job: Path, results: Path) -> None:
 
 
 class _Replay:
-    """A davidson2017 classifier that answers from a table of scores (texts -> probabilities), recording what it saw."""
+    """A classifier of the job's policy that answers from a table of scores (texts -> probabilities), recording what
+    it saw."""
 
     family = "transformer"
 
-    def __init__(self, table: dict[str, Any] | None) -> None:
+    def __init__(self, table: dict[str, Any] | None, policy_name: str) -> None:
         from harmguard.policy import load_policy
 
-        policy = load_policy("davidson2017")
+        policy = load_policy(policy_name)
         self.label_mode, self.classes, self.categories = policy.label_mode, policy.classes, policy.categories
         self.table, self.seen = table, []  # type: ignore[var-annotated]
 
@@ -157,16 +179,16 @@ class _Replay:
         raise NotImplementedError("a replay is not exported")
 
 
-def _evaluate(model: _Replay) -> tuple[dict[str, Any], dict[str, Any]]:
-    from harmguard.data.datasets import load_dataset
-    from harmguard.data.snapshot import build_snapshot, compute_data_version
+def _evaluate(model: _Replay, job: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from harmguard.data.snapshot import compute_data_version
     from harmguard.evaluation.evaluate import evaluate_challenger
     from harmguard.evaluation.gate import run_gate
     from harmguard.policy import load_policy
     from harmguard.settings import load_settings
 
-    policy, settings = load_policy("davidson2017"), load_settings()
-    frame = build_snapshot(load_dataset("davidson2017", settings), policy)
+    cfg = json.loads((job / "config.json").read_text())
+    policy, settings = load_policy(cfg["policy"]), load_settings()
+    frame = _frame(job, cfg["policy"], cfg["weeks"])
     doc, _, _ = evaluate_challenger(model, frame, policy, settings)
     version = compute_data_version(frame)
     blessing = run_gate(doc, policy, model_digest="replay", data_version=version, run_id="replay")
@@ -175,8 +197,9 @@ def _evaluate(model: _Replay) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def texts(job: Path) -> None:
     """Write ``<job>/texts.json``: every text the pipeline's evaluation scores (splits, evaluation sets, evasion)."""
-    model = _Replay(None)
-    _evaluate(model)
+    cfg = json.loads((job / "config.json").read_text())
+    model = _Replay(None, cfg["policy"])
+    _evaluate(model, job)
     unique = sorted(set(model.seen))
     (job / "texts.json").write_text(json.dumps(unique))
     print(f"{len(model.seen)} texts scored by the evaluation, {len(unique)} unique, written to {job / 'texts.json'}")
@@ -187,7 +210,9 @@ def replay(job: Path, results: Path) -> None:
     import numpy as np
 
     unique = json.loads((job / "texts.json").read_text())
-    doc, blessing = _evaluate(_Replay(dict(zip(unique, np.load(results / "texts_proba.npy"), strict=True))))
+    cfg = json.loads((job / "config.json").read_text())
+    table = dict(zip(unique, np.load(results / "texts_proba.npy"), strict=True))
+    doc, blessing = _evaluate(_Replay(table, cfg["policy"]), job)
     fairness = {
         name: {k: doc["fairness"][name]["summary"][k] for k in ("min_bpsn_auc", "fpr_spread")}
         for name in doc["fairness"]
@@ -197,8 +222,12 @@ def replay(job: Path, results: Path) -> None:
         for name, p in doc["evasion"]["perturbations"].items()
     }
     hatecheck = doc["evaluation_sets"]["hatecheck"]
+    op = hatecheck["operating"]  # balanced accuracy: the mean of the accuracy on hateful and on non-hateful cases
     print(json.dumps({
+        "test_macro_f1": doc["reference"]["test"]["macro_f1"],
+        "recent_macro_f1": (doc.get("recent") or {}).get("reference", {}).get("macro_f1"),
         "hatecheck_accuracy": {k: hatecheck[k]["accuracy"] for k in ("operating", "reference")},
+        "hatecheck_balanced_accuracy": (op["recall"] + 1 - op["fpr"]) / 2,
         "fairness": fairness,
         "evasion_rate": evasion,
         "blessed": blessing["blessed"],
@@ -212,9 +241,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".devjob"))
     parser.add_argument("--job", type=Path, default=Path(".devjob"))
     parser.add_argument("--results", type=Path, default=Path(".devjob/results"))
+    parser.add_argument("--policy", default="davidson2017", help="prepare: the policy trained")
+    parser.add_argument("--labels-weeks", type=int, default=6, help="prepare: weeks of the moderation stream imported")
     args = parser.parse_args()
     if args.what == "prepare":
-        prepare(args.out)
+        prepare(args.out, args.policy, args.labels_weeks)
     elif args.what == "texts":
         texts(args.job)
     elif args.what == "run":

@@ -85,6 +85,7 @@ def test_corrupt_export_is_refused(spam, tmp_path):
 
 def _sklearn_reference(texts: list[str], y: np.ndarray, spec) -> tuple[object, object]:
     """The same model fitted by scikit-learn alone: TF-IDF blocks, then LogisticRegression with the same weights."""
+
     def read(t: str) -> str:  # the shared text preparation; what is compared is the TF-IDF + LR arithmetic
         return prepare_text(t, preprocess=spec.preprocess, canonical=spec.canonical, identity_terms=spec.identity_terms)
 
