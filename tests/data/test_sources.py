@@ -225,3 +225,18 @@ def test_run_refuses_a_cut_it_cannot_take_before_any_step(hg_env):
     none = run_cli(["run", "--policy", "sms_spam", "--labels-until", "2026-10-01T00:00:00Z"], hg_env)
     assert none.returncode == ExitCode.INVALID_INPUT and "takes no imported labels" in none.stderr
     assert not (Path(hg_env["HARMGUARD_HOME"]) / "runs").exists()  # refused before any step
+
+
+def test_several_datasets_without_labels_join_and_dedupe_across_sources(tmp_path, settings, store):
+    path = _policy(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    del doc["data"]["labels"]
+    doc["data"]["dedupe"] = True
+    doc["data"]["sources"][1]["uri"] = str(tmp_path / "a.csv")  # the same rows again, read as a second source
+    doc["data"]["sources"][1]["columns"] = {"text": "body", "label": "tag"}
+    doc["data"]["sources"][1]["label_map"] = {"bad": "none", "ok": "none"}  # ...which disagrees on the bad ones
+    path.write_text(yaml.safe_dump(doc))
+    policy, frame, lineage, cut = _snapshot(path, settings, store)
+    assert cut is None and len(frame) == 400 and set(frame["origin"]) == {"forum"}  # one copy of each text
+    assert lineage["conflicts"] == 80 and lineage["overridden"] == 0  # every 5th row: "bad" vs "none"
+    assert RECENT not in set(frame["split"]) and "weight" not in frame.columns

@@ -212,9 +212,11 @@ def assemble_snapshot(
     frame["conflict"] = norm.isin(conflicting).astype("int8").to_numpy()
     # a human decision wins: the latest decision of a group, and none of its dataset rows
     decided = pd.Series(norm[human].to_numpy(), index=frame.index[human])
-    latest_human = frame.loc[human].assign(norm=decided).sort_values(["decided_at", "row_id"]).groupby("norm").tail(1)
     has_human = norm.isin(set(decided))
-    keep = ~has_human.to_numpy() | frame.index.isin(latest_human.index)
+    keep = ~has_human.to_numpy()
+    if human.any():
+        by_time = frame.loc[human].assign(norm=decided).sort_values(["decided_at", "row_id"])
+        keep |= frame.index.isin(by_time.groupby("norm").tail(1).index)
     overridden = int((has_human & ~human).sum())
     if policy.data.dedupe:
         keep &= ~(norm.where(~has_human, None).duplicated(keep="first") & ~has_human).to_numpy()
