@@ -235,6 +235,13 @@ class BaselineSpec(_Strict):
     max_windows: int = Field(
         default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
     )
+    augment: list[Perturbation] = Field(
+        default_factory=list,
+        description="Training: also fit on copies of the train rows rewritten by these evasion perturbations (labels "
+        "kept), so the evasion stops working; drawn with `augment_seed`, never the evaluation's evasion seed.",
+    )
+    augment_rate: float = Field(default=0.3, gt=0, le=1, description="Share of a text's words each copy rewrites.")
+    augment_seed: int = Field(default=1, description="Seed of the training copies (differs from `evasion.seed`).")
     identity_terms: list[str] = Field(
         default_factory=list,
         description="Identity-term abstraction: these terms (whole words, any case) read as one token, so the model "
@@ -533,6 +540,11 @@ class Policy(_Strict):
         for sl in self.slices:
             if sl.by == "column" and not any(sl.column in s.columns.source for s in self.data.sources):
                 raise ValueError(f"slice {sl.name!r} reads column {sl.column!r}: list it in a source's columns.source")
+        if self.baseline.augment and self.evasion is not None and self.baseline.augment_seed == self.evasion.seed:
+            raise ValueError(
+                f"baseline.augment_seed {self.baseline.augment_seed} equals evasion.seed: training would see the "
+                "very perturbed texts the evasion is measured on; choose another seed"
+            )
         names = [s.label for s in self.data.sources]
         if len(set(names)) != len(names) or "labels" in names:
             raise ValueError(f"data sources need distinct names other than `labels` (got {names}); set `name`")

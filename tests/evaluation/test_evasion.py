@@ -3,16 +3,10 @@
 import numpy as np
 import pytest
 
-from harmguard.evaluation.evasion import (
-    PERTURBATIONS,
-    PREFIX_WORDS,
-    demo,
-    flatten_evasion,
-    measure_evasion,
-    perturb_texts,
-    summarize_evasion,
-)
+from harmguard.evaluation.evasion import demo, flatten_evasion, measure_evasion, summarize_evasion
+from harmguard.perturbations import PREFIX_WORDS, perturb_texts
 from harmguard.policy import Policy
+from harmguard.vocabulary import PERTURBATIONS
 
 
 def test_each_perturbation_rewrites_words_as_evaders_do():

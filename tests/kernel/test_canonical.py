@@ -7,8 +7,8 @@ import pytest
 
 from harmguard.canonical import CANONICAL_VERSION, canonicalize, confusable_map
 from harmguard.digests import model_digest
-from harmguard.evaluation.evasion import perturb_text
 from harmguard.models.baseline import train_baseline
+from harmguard.perturbations import perturb_text
 from harmguard.policy import Policy
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harmguard.evaluation.evasion import PREFIX_WORDS, long_prefix, perturb_texts
 from harmguard.models.base import text_windows, windowed_proba
 from harmguard.models.baseline import train_baseline
+from harmguard.perturbations import PREFIX_WORDS, long_prefix, perturb_texts
 from harmguard.policy import Policy
 
 

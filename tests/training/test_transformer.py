@@ -17,10 +17,10 @@ import pytest
 
 from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot
-from harmguard.evaluation.evasion import long_prefix
 from harmguard.models.base import category_scores, read_model_meta
 from harmguard.models.loading import load_model
 from harmguard.models.transformer import resolve_backbone
+from harmguard.perturbations import long_prefix
 from harmguard.policy import load_policy
 from harmguard.storage.gcs import make_client
 from harmguard.training.dispatch import train_transformer

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.evaluation.evasion import demo, measure_evasion, perturb_texts, summarize_evasion
+from harmguard.evaluation.evasion import demo, measure_evasion, summarize_evasion
 from harmguard.evaluation.fairness import measure_fairness
 from harmguard.evaluation.frozen import TEST, FrozenSet, reference_decisions, set_digest
 from harmguard.evaluation.functional import measure_functional
 from harmguard.evaluation.metrics import truth_matrix
+from harmguard.perturbations import perturb_texts
 from harmguard.policy import EvasionSpec, Policy
 
 Scorer = Callable[[str, list[str]], np.ndarray]

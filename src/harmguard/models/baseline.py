@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
 from harmguard.models.base import ModelError, none_index, prepare_text, windowed_proba
+from harmguard.perturbations import perturb_texts
 from harmguard.policy import BaselineSpec, Policy
 
 FORMAT_VERSION = 1
@@ -148,6 +149,24 @@ class BaselineModel:
         )
 
 
+def _augmented(
+    texts: list[str], labels: np.ndarray, weights: np.ndarray | None, spec: BaselineSpec
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """The training rows plus, per ``spec.augment`` perturbation, a rewritten copy of each row it changes."""
+    if not spec.augment:
+        return texts, labels, weights
+    out_texts, out_labels = list(texts), [labels]
+    out_weights = [weights] if weights is not None else None
+    for name in spec.augment:
+        rewritten, changed = perturb_texts(texts, name, word_rate=spec.augment_rate, seed=spec.augment_seed)
+        rows = np.flatnonzero(changed)
+        out_texts += [rewritten[i] for i in rows]
+        out_labels.append(labels[rows])
+        if out_weights is not None and weights is not None:
+            out_weights.append(weights[rows])
+    return out_texts, np.concatenate(out_labels), np.concatenate(out_weights) if out_weights is not None else None
+
+
 def _fit_vectorizer(name: str, spec: BaselineSpec, texts: list[str]) -> tuple[TfidfVectorizer, sp.csr_matrix]:
     vec = TfidfVectorizer(
         analyzer=_analyzer(name, spec),
@@ -177,6 +196,7 @@ def train_baseline(
         The fitted model.
     """
     spec = policy.baseline
+    texts, labels, weights = _augmented(list(texts), labels, weights, spec)
     if spec.preprocess or spec.canonical or spec.identity_terms:
         texts = [prepare_text(t, preprocess=spec.preprocess, canonical=spec.canonical,
                               identity_terms=spec.identity_terms) for t in texts]  # fmt: skip
