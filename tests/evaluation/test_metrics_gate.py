@@ -114,3 +114,13 @@ def test_flatten_keys():
     assert flat["reference/overall/weighted_f1"] == 0.9
     assert flat["operating/overall/hate/threshold"] == 0.3
     assert flat["reference/length:0-40/macro_f1"] == 0.5
+
+
+def test_balanced_accuracy_gives_a_constant_answer_one_half():
+    from harmguard.evaluation.evaluate import _accuracies
+
+    y = np.array([True] * 69 + [False] * 31)  # HateCheck's balance
+    everything = _accuracies(y, np.ones(100, dtype=bool))
+    assert everything["accuracy"] == pytest.approx(0.69) and everything["balanced_accuracy"] == pytest.approx(0.5)
+    half = _accuracies(y, np.array([True] * 60 + [False] * 9 + [False] * 20 + [True] * 11))
+    assert half["balanced_accuracy"] == pytest.approx((60 / 69 + 20 / 31) / 2)

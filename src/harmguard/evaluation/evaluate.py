@@ -80,11 +80,23 @@ def measure(
         "category": fs.category,
         "rows": len(y),
         "positives": int(y.sum()),
-        "operating": binary_metrics(y, op, s) | {"accuracy": float((op == y).mean()) if len(y) else 0.0},
-        "reference": binary_metrics(y, ref, proba[:, i]) | {"accuracy": float((ref == y).mean()) if len(y) else 0.0},
+        "operating": binary_metrics(y, op, s) | _accuracies(y, op),
+        "reference": binary_metrics(y, ref, proba[:, i]) | _accuracies(y, ref),
     }
     col = y[:, None]
     return doc, Decisions(col, ref[:, None], col, op[:, None])
+
+
+def _accuracies(y: np.ndarray, decided: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy (the mean of the accuracies on positive and on negative cases).
+
+    Deciding every case the same way scores 0.5 balanced, whatever the set's balance: HateCheck is 69% hateful, so
+    "all hateful" is 0.69 accurate and 0.5 balanced.
+    """
+    if not len(y):
+        return {"accuracy": 0.0, "balanced_accuracy": 0.0}
+    sides = [float((decided[y == v] == v).mean()) for v in (True, False) if (y == v).any()]
+    return {"accuracy": float((decided == y).mean()), "balanced_accuracy": float(np.mean(sides))}
 
 
 def calibrate(

@@ -207,8 +207,9 @@ def flatten(evaluation: dict[str, Any], split: str = "test") -> dict[str, float]
     for name, es in (evaluation.get("evaluation_sets") or {}).items():
         for kind in ("reference", "operating"):
             m = es.get(kind) or {}
-            if m.get("accuracy") is not None:
-                out[f"{kind}/{name}/accuracy"] = m["accuracy"]
+            for k in ("accuracy", "balanced_accuracy"):
+                if m.get(k) is not None:
+                    out[f"{kind}/{name}/{k}"] = m[k]
             for k in ("precision", "recall", "f1", "fpr", "pr_auc", "roc_auc"):
                 if m.get(k) is not None:
                     out[f"{kind}/{name}/{es['category']}/{k}"] = m[k]
@@ -249,7 +250,7 @@ def ui_metric_keys(flat: dict[str, float]) -> list[str]:
     for key in flat:
         parts = key.split("/")
         overall = parts[1] == "overall"
-        set_accuracy = len(parts) == 3 and parts[2] == "accuracy" and ":" not in parts[1]
+        set_accuracy = len(parts) == 3 and parts[2] in ("accuracy", "balanced_accuracy") and ":" not in parts[1]
         if overall or set_accuracy or parts[-1] in summaries:
             keep.append(key)
     return keep

@@ -25,7 +25,8 @@ def headline(evaluation: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"functional": {}, "fairness": {}, "evasion": {}}
     for name, doc in (evaluation.get("functional") or {}).items():
-        out["functional"][name] = doc["overall"]
+        balanced = ((evaluation.get("evaluation_sets") or {}).get(name) or {}).get("operating", {})
+        out["functional"][name] = doc["overall"] | {"balanced": balanced.get("balanced_accuracy")}
     for name, doc in (evaluation.get("fairness") or {}).items():
         s = doc["summary"]
         out["fairness"][name] = {
@@ -233,7 +234,10 @@ def _review_markdown_lines(evaluation: dict[str, Any], blessing: dict[str, Any] 
         return f"{mine} ({_fmt(get(theirs), digits)})" if champion else mine
 
     for name in head.get("functional", {}):
-        lines.append(f"- {name} accuracy (operating): **{pair(('functional', name, 'operating'))}**")
+        lines.append(
+            f"- {name} accuracy (operating): **{pair(('functional', name, 'operating'))}**, balanced "
+            f"{pair(('functional', name, 'balanced'))}"
+        )
     for name, f in head.get("fairness", {}).items():
         lines.append(
             f"- {name}: lowest BPSN AUC **{pair(('fairness', name, 'lowest_bpsn_auc'))}** "
