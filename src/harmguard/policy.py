@@ -207,7 +207,22 @@ class CalibrationTarget(_Strict):
     max_fpr: float = Field(default=0.01, gt=0, le=1, description="Highest recall with false-positive rate <= this.")
 
 
-class BaselineSpec(_Strict):
+class _LongTexts(_Strict):
+    """How a model reads texts longer than a window (both families; saved with the model)."""
+
+    window_words: int = Field(
+        default=0,
+        ge=0,
+        description="Long texts: score a text longer than this many words in overlapping windows of this many words "
+        "and take each category's highest score (abuse after a harmless opening is not diluted or cut off); 0: off.",
+    )
+    window_stride: int = Field(default=0, ge=0, description="Words between window starts; 0: half a window.")
+    max_windows: int = Field(
+        default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
+    )
+
+
+class BaselineSpec(_LongTexts):
     """TF-IDF + logistic regression hyperparameters."""
 
     word_ngrams: tuple[int, int] = Field(default=(1, 2), description="Word n-gram range.")
@@ -224,16 +239,6 @@ class BaselineSpec(_Strict):
         le=CANONICAL_VERSION,
         description="Evasion defence: the version of `harmguard.canonical.canonicalize` applied to every text "
         "(confusables, invisible characters, leetspeak, spaced letters, repeats); 0: none. Saved with the model.",
-    )
-    window_words: int = Field(
-        default=0,
-        ge=0,
-        description="Long texts: score a text longer than this many words in overlapping windows of this many words "
-        "and take each category's highest score (abuse after a harmless opening is not diluted or cut off); 0: off.",
-    )
-    window_stride: int = Field(default=0, ge=0, description="Words between window starts; 0: half a window.")
-    max_windows: int = Field(
-        default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
     )
     augment: list[Perturbation] = Field(
         default_factory=list,
@@ -267,7 +272,7 @@ class BaselineSpec(_Strict):
     max_iter: int = Field(default=1000, ge=10, description="Solver iterations.")
 
 
-class TransformerSpec(_Strict):
+class TransformerSpec(_LongTexts):
     """Transformer fine-tuning (Ray Train) settings; the CLI overrides any of them for one run."""
 
     backbone: str = Field(
@@ -283,16 +288,6 @@ class TransformerSpec(_Strict):
         ge=0,
         le=CANONICAL_VERSION,
         description="Evasion defence applied before the tokenizer (see the baseline's `canonical`); 0: raw text.",
-    )
-    window_words: int = Field(
-        default=0,
-        ge=0,
-        description="Long texts: score a text longer than this many words in overlapping windows of this many words "
-        "and take each category's highest score (abuse after a harmless opening is not diluted or cut off); 0: off.",
-    )
-    window_stride: int = Field(default=0, ge=0, description="Words between window starts; 0: half a window.")
-    max_windows: int = Field(
-        default=16, ge=1, description="Most windows per text; a longer text gets windows spread evenly over it."
     )
     batch_size: int = Field(default=32, ge=1, description="Training examples per worker per micro-batch.")
     eval_batch_size: int = Field(default=128, ge=1, description="Examples per batch when validating and scoring.")

@@ -6,7 +6,7 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -125,3 +125,14 @@ def none_index(classes: list[str], categories: list[str]) -> int | None:
     """Index of an exclusive model's none class (the class that is no category); None for multilabel models."""
     rest = [i for i, c in enumerate(classes) if c not in categories]
     return rest[0] if rest else None
+
+
+def predict_by_window(model: Any, proba: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+    """``proba`` over ``texts``, window by window when the model's spec asks for it (``window_words``)."""
+    spec = model.spec
+    if not spec.window_words:
+        return proba(texts)
+    return windowed_proba(
+        proba, texts, size=spec.window_words, stride=spec.window_stride, cap=spec.max_windows,
+        none_index=none_index(model.classes, model.categories),
+    )  # fmt: skip

@@ -17,7 +17,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from harmguard.models.base import ModelError, none_index, prepare_text, windowed_proba
+from harmguard.models.base import ModelError, predict_by_window, prepare_text
 from harmguard.perturbations import perturb_texts
 from harmguard.policy import BaselineSpec, Policy
 
@@ -91,13 +91,7 @@ class BaselineModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, shape (n_texts, n_classes); long texts by window when the spec says so."""
-        spec = self.spec
-        if spec.window_words:
-            return windowed_proba(
-                self._proba, list(texts), size=spec.window_words, stride=spec.window_stride, cap=spec.max_windows,
-                none_index=none_index(self.classes, self.categories),
-            )  # fmt: skip
-        return self._proba(list(texts))
+        return predict_by_window(self, self._proba, list(texts))
 
     def _proba(self, texts: list[str]) -> np.ndarray:
         logits = self.featurize(texts) @ self.coef.T + self.intercept

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harmguard.models.base import ModelError, none_index, prepare_text, windowed_proba
+from harmguard.models.base import ModelError, predict_by_window, prepare_text
 from harmguard.policy import TransformerSpec
 
 FORMAT_VERSION = 1
@@ -93,13 +93,7 @@ class TransformerModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, shape (n_texts, n_classes); long texts by window when the spec says so."""
-        spec = self.spec
-        if spec.window_words:
-            return windowed_proba(
-                self._proba, list(texts), size=spec.window_words, stride=spec.window_stride, cap=spec.max_windows,
-                none_index=none_index(self.classes, self.categories),
-            )  # fmt: skip
-        return self._proba(list(texts))
+        return predict_by_window(self, self._proba, list(texts))
 
     def _proba(self, texts: list[str]) -> np.ndarray:
         """Batches sorted by length for little padding."""
