@@ -1,16 +1,55 @@
-"""Reports a reviewer reads: self-contained HTML pages with inline plots, and Markdown summaries."""
+"""Reports a reviewer reads: self-contained HTML pages with inline plots, and Markdown summaries.
+
+The pages show data texts (flipped decisions, offending rows, group and functionality names from datasets), so
+every template escapes every value (``autoescape=True``: the templates are ``*.html.j2``, which jinja's
+``select_autoescape(["html"])`` would not match), and every page carries a Content-Security-Policy that allows no
+script at all, images only as inline ``data:`` URIs (the plots) and only the shared stylesheet (by its hash): a
+value that escaped escaping still could not run in the approver's browser or in MLflow's artifact view.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import io
+import re
 from typing import Any
 
 import jinja2
 
 TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("harmguard.reports", "templates"), autoescape=jinja2.select_autoescape(["html"])
+    loader=jinja2.PackageLoader("harmguard.reports", "templates"),
+    autoescape=True,  # every template is HTML; data texts must never reach a page unescaped
 )
+STYLE_TEMPLATE = "_style.html.j2"
+_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#|!{}])")
+
+
+@functools.cache
+def content_security_policy() -> str:
+    """The pages' Content-Security-Policy: no script, no fetches, plots as ``data:`` images, the one stylesheet."""
+    source, _, _ = TEMPLATES.loader.get_source(TEMPLATES, STYLE_TEMPLATE)  # type: ignore[union-attr]
+    styles = [base64.b64encode(hashlib.sha256(css.encode()).digest()).decode() for css in _STYLE.findall(source)]
+    style_src = " ".join(f"'sha256-{h}'" for h in styles) or "'none'"
+    return (
+        f"default-src 'none'; script-src 'none'; img-src data:; style-src {style_src}; "
+        "base-uri 'none'; form-action 'none'; object-src 'none'"
+    )
+
+
+TEMPLATES.globals["csp"] = content_security_policy
+
+
+def escape_markdown(value: Any) -> str:
+    """A value as Markdown text that renders as itself: HTML special characters as entities, Markdown's escaped.
+
+    The Markdown summary goes to the KFP UI and MLflow, which render it (raw HTML included): a group name or gate
+    reason from data must not become a tag, a link or a table cell.
+    """
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
 def figure_png(fig: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from harmguard.evaluation.evasion import SLICE
 from harmguard.evaluation.fairness import GROUP_METRICS
 from harmguard.reports.render import TEMPLATES, figure_png, new_figure, plot_confusion
+from harmguard.reports.render import escape_markdown as md
 
 # --- headline numbers --------------------------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ def _review_markdown_lines(evaluation: dict[str, Any], blessing: dict[str, Any] 
     lines: list[str] = []
     if not head or not any(head.values()):
         return lines
-    who = f" (champion {champion['version']} in brackets)" if champion else ""
+    who = f" (champion {md(champion['version'])} in brackets)" if champion else ""
     lines += ["", f"### Fairness, functional tests, evasion{who}", ""]
 
     def pair(path: tuple[str, ...], digits: int = 3) -> str:
@@ -235,37 +236,37 @@ def _review_markdown_lines(evaluation: dict[str, Any], blessing: dict[str, Any] 
 
     for name in head.get("functional", {}):
         lines.append(
-            f"- {name} accuracy (operating): **{pair(('functional', name, 'operating'))}**, balanced "
+            f"- {md(name)} accuracy (operating): **{pair(('functional', name, 'operating'))}**, balanced "
             f"{pair(('functional', name, 'balanced'))}"
         )
     for name, f in head.get("fairness", {}).items():
         lines.append(
-            f"- {name}: lowest BPSN AUC **{pair(('fairness', name, 'lowest_bpsn_auc'))}** "
-            f"({f['lowest_bpsn_group']}), lowest subgroup AUC {pair(('fairness', name, 'lowest_subgroup_auc'))} "
-            f"({f['lowest_subgroup_group']}), FPR spread **{pair(('fairness', name, 'fpr_spread'))}** "
-            f"({' vs '.join(str(g) for g in f['fpr_spread_groups'])})"
+            f"- {md(name)}: lowest BPSN AUC **{pair(('fairness', name, 'lowest_bpsn_auc'))}** "
+            f"({md(f['lowest_bpsn_group'])}), lowest subgroup AUC {pair(('fairness', name, 'lowest_subgroup_auc'))} "
+            f"({md(f['lowest_subgroup_group'])}), FPR spread **{pair(('fairness', name, 'fpr_spread'))}** "
+            f"({' vs '.join(md(g) for g in f['fpr_spread_groups'])})"
         )
     for cat, ev in head.get("evasion", {}).items():
         lines.append(
-            f"- {cat} evasion: worst evasion rate **{pair(('evasion', cat, 'worst_evasion_rate'))}** "
-            f"({ev['perturbation']}), worst flip rate {pair(('evasion', cat, 'worst_flip_rate'))} "
-            f"({ev['flip_perturbation']})"
+            f"- {md(cat)} evasion: worst evasion rate **{pair(('evasion', cat, 'worst_evasion_rate'))}** "
+            f"({md(ev['perturbation'])}), worst flip rate {pair(('evasion', cat, 'worst_flip_rate'))} "
+            f"({md(ev['flip_perturbation'])})"
         )
     for row in _recent_weeks(evaluation):
         lines.append(
-            f"- recent {row['week']} ({row['rows']} decisions, {row['category']} rate {_fmt(row['rate'])}): "
+            f"- recent {md(row['week'])} ({row['rows']} decisions, {md(row['category'])} rate {_fmt(row['rate'])}): "
             f"F1 **{_fmt(row['f1'])}**, recall {_fmt(row['recall'])}, FPR {_fmt(row['fpr'])}"
             + (f" (champion F1 {_fmt(row['champion']['f1'])})" if row["champion"] else "")
         )
     flips = evaluation.get("flips")
     if flips:
-        counts = ", ".join(f"{n} {c['flipped']}/{c['rows']}" for n, c in flips["counts"].items())
+        counts = ", ".join(f"{md(n)} {c['flipped']}/{c['rows']}" for n, c in flips["counts"].items())
         lines.append(f"- decisions that differ from the champion: {counts}")
     return lines
 
 
 def render_review_markdown(evaluation: dict[str, Any], blessing: dict[str, Any] | None) -> str:
-    """A short Markdown summary (KFP Markdown artifact, terminal)."""
+    """A short Markdown summary (KFP Markdown artifact, terminal); every name and reason is escaped (``md``)."""
     ref = evaluation["reference"]["test"]
     op = evaluation["operating"]["test"]
     champion = evaluation.get("champion")
@@ -274,7 +275,7 @@ def render_review_markdown(evaluation: dict[str, Any], blessing: dict[str, Any] 
         "",
         f"Reference (argmax): weighted F1 **{ref['weighted_f1']:.3f}**, macro F1 **{ref['macro_f1']:.3f}**"
         + (
-            f" (champion {champion['version']}: {champion['reference']['test']['weighted_f1']:.3f}, "
+            f" (champion {md(champion['version'])}: {champion['reference']['test']['weighted_f1']:.3f}, "
             f"{champion['reference']['test']['macro_f1']:.3f})"
             if champion
             else ""
@@ -286,20 +287,20 @@ def render_review_markdown(evaluation: dict[str, Any], blessing: dict[str, Any] 
     for c, m in op["per_category"].items():
         auc = m.get("pr_auc")
         lines.append(
-            f"| {c} | {m['threshold']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+            f"| {md(c)} | {m['threshold']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
             f"| {m['fpr']:.4f} | {auc:.3f} |"
             if auc is not None
-            else f"| {c} | {m['threshold']:.3f} | | | | | |"
+            else f"| {md(c)} | {m['threshold']:.3f} | | | | | |"
         )
     lines += _review_markdown_lines(evaluation, blessing)
     if blessing is not None:
         lines += ["", f"**Gate: {'BLESSED' if blessing['blessed'] else 'REJECTED'}**", ""]
         failed = [c for c in blessing["checks"] if not c["passed"]]
-        lines += [f"- ❌ {c['reason']}" for c in failed]
+        lines += [f"- ❌ {md(c['reason'])}" for c in failed]
         passed = sum(1 for c in blessing["checks"] if c["passed"] and not c.get("skipped"))
         skipped = sum(1 for c in blessing["checks"] if c.get("skipped"))
         lines += [f"- ✅ {passed} checks passed" + (f", ⏭️ {skipped} skipped" if skipped else "")]
-        lines += [f"\n_{n}_" for n in blessing.get("notes", [])]
+        lines += [f"\n_{md(n)}_" for n in blessing.get("notes", [])]
         if blessing.get("report"):
             lines += ["", f"Full reviewer report: `{blessing['report']}` (under HARMGUARD_HOME)"]
     return "\n".join(lines) + "\n"
