@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmguard.k8s.common import GCS_MOUNT_PATH
+from harmguard.k8s.common import GCS_MOUNT_PATH, LAUNCHER, RAY_CLIENT_LABEL
 
 IMAGE_ENV = "HARMGUARD_IMAGE"  # also set inside every step, so lineage records the image the step really ran in
 
@@ -55,6 +55,20 @@ class ClusterConfig(BaseModel):
         description="Secret holding the GCS service account key as `key.json` (empty: rely on Workload Identity).",
     )
     gcs_mount_path: str = Field(default=GCS_MOUNT_PATH, description="Where the key Secret is mounted.")
+    training_service_account: str = Field(
+        default="harmguard-training",
+        description="ServiceAccount of training RayJob pods (Workload Identity: the pipelines' GCP account).",
+    )
+    serving_service_account: str = Field(
+        default="harmguard-serving",
+        description="ServiceAccount of the RayService pods (Workload Identity: a GCP account that reads models and "
+        "the registry and writes only traffic/ and review/).",
+    )
+    ray_training_token_secret: str = Field(
+        default="harmguard-ray-training-token",
+        description="Secret (key `auth_token`) with the Ray auth token of training clusters; the launcher step "
+        "reads driver logs with it (RAY_AUTH_TOKEN).",
+    )
     retries: int = Field(default=3, ge=0, description="Retries of a step that talks to the network.")
     backoff: str = Field(default="30s", description="First retry delay (KFP duration).")
     backoff_factor: float = Field(default=2.0, ge=1.0, description="Growth of the delay between retries.")
@@ -65,7 +79,13 @@ CLUSTER = ClusterConfig()
 
 
 def configure_step(
-    task: Any, *, gpu: bool = False, network: bool = False, cache: bool = True, config: ClusterConfig = CLUSTER
+    task: Any,
+    *,
+    gpu: bool = False,
+    network: bool = False,
+    cache: bool = True,
+    ray_client: bool = False,
+    config: ClusterConfig = CLUSTER,
 ) -> Any:
     """Apply the cluster settings to one pipeline task and return it.
 
@@ -74,6 +94,8 @@ def configure_step(
         gpu: The step itself trains: one GPU, on the GPU node pool.
         network: The step talks to services (data sources, Kubernetes API, MLflow): retried with backoff.
         cache: False for steps that read the outside world (their inputs do not determine their result).
+        ray_client: The step launches a training RayJob and reads its dashboard: the pod label the training
+            NetworkPolicy admits on port 8265 and ``RAY_AUTH_TOKEN`` from the training token Secret.
         config: Node pools, secret and ConfigMap names.
     """
     from kfp import kubernetes
@@ -84,6 +106,11 @@ def configure_step(
     if config.gcs_secret:
         kubernetes.use_secret_as_volume(task, secret_name=config.gcs_secret, mount_path=config.gcs_mount_path)
         task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{config.gcs_mount_path}/key.json")
+    if ray_client:
+        kubernetes.add_pod_label(task, label_key=RAY_CLIENT_LABEL, label_value=LAUNCHER)
+        kubernetes.use_secret_as_env(
+            task, secret_name=config.ray_training_token_secret, secret_key_to_env={"auth_token": "RAY_AUTH_TOKEN"}
+        )
     if gpu:
         task.set_accelerator_type(config.accelerator_type).set_accelerator_limit(config.accelerator_count)
         for label, value in config.gpu_node_selector.items():

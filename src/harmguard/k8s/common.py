@@ -21,8 +21,19 @@ QUANTITY = re.compile(
 )
 # Fixed labels on every object, so `kubectl get all -l app.kubernetes.io/part-of=harmguard` finds them.
 PART_OF = {"app.kubernetes.io/part-of": "harmguard"}
-# Where every pod mounts the GCS key Secret (KFP steps, Argo steps, Ray pods).
+# Where a pod that needs the GCS key Secret mounts it (KFP steps, Argo steps, training Ray nodes; never serving).
 GCS_MOUNT_PATH = "/var/secrets/google"
+
+# Ray's ports on its pods (the NetworkPolicies name them; ``rayStartParams`` pin the metrics port).
+GCS_PORT = 6379  # the head's GCS (cluster metadata, job table): only the cluster's own pods
+DASHBOARD_PORT = 8265  # dashboard and Jobs API (submit = run code): the operator and the job's launchers only
+SERVE_PORT = 8000  # Serve's HTTP proxy on every node: the ingress only
+METRICS_PORT = 8080  # Prometheus metrics of every node (``metrics-export-port``): the scraper only
+# Pod labels the NetworkPolicies select on (set by the builders, never by KubeRay, so they are known offline).
+RAY_NODE_LABEL = "harmguard.io/ray-node"  # "true" on head and worker pods of a harmguard Ray cluster
+RAY_CLIENT_LABEL = "harmguard.io/ray-client"  # on pods allowed to call a training cluster's dashboard
+SUBMITTER = "submitter"  # RAY_CLIENT_LABEL of a RayJob's submitter pod (``ray job submit``)
+LAUNCHER = "launcher"  # RAY_CLIENT_LABEL of the pipeline step that creates a RayJob and reads its driver logs
 
 
 def restricted_security_context() -> dict[str, Any]:

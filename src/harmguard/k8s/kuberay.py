@@ -5,6 +5,17 @@ Pure builders: no cluster access, no settings read here. ``harmguard.k8s.manifes
 API. ``harmguard.k8s.schemas.validate_manifest`` checks either against the pinned CRDs. Layout follows the upstream
 samples (ray-project/kuberay ``ray-operator/config/samples``): a head that runs no work (``num-cpus: 0``), one worker
 group, every container hardened by ``harmguard.k8s.common``.
+
+The control plane is closed three ways (``harmguard.k8s.exposure`` refuses a manifest that opens it):
+
+- **Ray token authentication** (Ray >= 2.52, KubeRay ``authOptions``): every Ray RPC and the dashboard/Jobs API
+  require the cluster's token; KubeRay injects ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (from a Secret, key
+  ``auth_token``) into every Ray container and the RayJob submitter. The dashboard still listens on ``0.0.0.0``:
+  the operator reads job and Serve status through it, so it is closed by the token and the NetworkPolicies.
+- **Labels the NetworkPolicies select on** (``harmguard.k8s.network``): Ray nodes carry ``harmguard.io/ray-node``,
+  a RayJob's submitter ``harmguard.io/ray-client: submitter``.
+- **One identity per role**: the RayService runs as its own ServiceAccount (Workload Identity) and mounts no key;
+  a training RayJob mounts the GCS key (when one is configured) on its head and workers only, not the submitter.
 """
 
 from __future__ import annotations
@@ -18,9 +29,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmguard.k8s.common import (
+    DASHBOARD_PORT,
     GCS_MOUNT_PATH,
+    GCS_PORT,
     GPU_RESOURCE,
+    METRICS_PORT,
     PART_OF,
+    RAY_CLIENT_LABEL,
+    RAY_NODE_LABEL,
+    SERVE_PORT,
+    SUBMITTER,
     gcs_credentials,
     pod_security_context,
     resources,
@@ -33,6 +51,10 @@ from harmguard.training.ray_jobs import ENTRY_MODULE
 # The RayJob's entry point, resolved from the harmguard installed in the image (no file of a source checkout).
 TRAIN_ENTRY_MODULE = ENTRY_MODULE
 GPU_TOLERATION: dict[str, str] = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+# Ray token authentication (RAY_AUTH_MODE=token) exists from Ray 2.52; an older Ray would ignore KubeRay's env vars.
+TOKEN_AUTH_MIN_RAY = (2, 52)
+# authOptions of every harmguard Ray cluster: token auth, never "disabled".
+TOKEN_AUTH = "token"
 
 
 class _Spec(BaseModel):
@@ -40,18 +62,15 @@ class _Spec(BaseModel):
 
 
 class PodPlacement(_Spec):
-    """Identity, settings and credentials shared by every pod of a Ray cluster."""
+    """Settings, labels and the Ray auth token Secret shared by every pod of a Ray cluster."""
 
-    service_account: str | None = Field(
-        default=None, description="ServiceAccount of every pod (GCS access through Workload Identity)."
-    )
     settings_config_map: str | None = Field(
         default=None,
         description="ConfigMap exposed as environment to every pod (HARMGUARD_HOME, MLFLOW_TRACKING_URI).",
     )
-    gcs_secret: str | None = Field(
+    auth_secret: str | None = Field(
         default=None,
-        description="Secret with a GCS key as ``key.json``, mounted into every pod (omit with Workload Identity).",
+        description="Secret holding the Ray auth token as ``auth_token`` (None: KubeRay generates one per cluster).",
     )
     labels: dict[str, str] = Field(default_factory=dict, description="Extra labels on the object and its pods.")
 
@@ -63,6 +82,15 @@ class RayJobSpec(PodPlacement):
     namespace: str = Field(description="Namespace to create it in.")
     image: str = Field(description="The pinned harmguard image, for head, workers and the submitter.")
     entrypoint: str = Field(description="Shell command the submitter runs (``train_entrypoint(...)``).")
+    service_account: str = Field(
+        default="harmguard-training",
+        description="ServiceAccount of every pod (GCS write access through Workload Identity, when no key is given).",
+    )
+    gcs_secret: str | None = Field(
+        default=None,
+        description="Secret with a GCS key as ``key.json``, mounted into the head and workers only (omit with "
+        "Workload Identity); the submitter, which only talks to the dashboard, never gets it.",
+    )
     runtime_env_vars: dict[str, str] = Field(
         default_factory=dict, description="Environment of the job's driver and tasks (Ray ``runtime_env.env_vars``)."
     )
@@ -99,6 +127,10 @@ class RayServiceSpec(PodPlacement):
     name: str = Field(description="Object name (a DNS-1035 label).")
     namespace: str = Field(description="Namespace.")
     image: str = Field(description="The pinned harmguard image.")
+    service_account: str = Field(
+        default="harmguard-serving",
+        description="ServiceAccount of every pod: serving's own identity (Workload Identity; no key is ever mounted).",
+    )
     user_config: UserConfig = Field(
         description="The model deployment's user_config (version, model URI and digest, thresholds): checked here."
     )
@@ -113,6 +145,28 @@ class RayServiceSpec(PodPlacement):
 def ray_version() -> str:
     """The Ray version installed here, which the image (built from the same lock file) also runs."""
     return importlib.metadata.version("ray")
+
+
+def token_auth_ray_version(version: str | None = None) -> str:
+    """``version`` (default: the installed Ray) when it supports token authentication.
+
+    Raises:
+        ValueError: For a Ray older than 2.52, which would start a cluster without authentication.
+    """
+    version = version or ray_version()
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if len(parts) < 2 or parts < TOKEN_AUTH_MIN_RAY:
+        minimum = ".".join(map(str, TOKEN_AUTH_MIN_RAY))
+        raise ValueError(f"Ray {version} has no token authentication (needs >= {minimum}): refusing an open cluster")
+    return version
+
+
+def auth_options(secret: str | None) -> dict[str, Any]:
+    """KubeRay ``authOptions``: token auth, the token from ``secret`` (key ``auth_token``) or one KubeRay generates."""
+    options: dict[str, Any] = {"mode": TOKEN_AUTH}
+    if secret:
+        options["secretName"] = secret
+    return options
 
 
 def train_entrypoint(workdir: str, run_name: str = "train") -> str:
@@ -165,10 +219,13 @@ def _pod(
     node_selector: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     restart_policy: str | None = None,
+    automount_token: bool | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if service_account:
         spec["serviceAccountName"] = service_account
+    if automount_token is not None:
+        spec["automountServiceAccountToken"] = automount_token
     if restart_policy:
         spec["restartPolicy"] = restart_policy
     spec["securityContext"] = pod_security_context()
@@ -190,15 +247,36 @@ def _metadata(name: str, namespace: str, component: str, labels: Mapping[str, st
     return {"name": name, "namespace": namespace, "labels": all_labels}
 
 
+def _node_start_params(**extra: str) -> dict[str, str]:
+    # metrics-export-port pinned (KubeRay's default, made explicit) so the scraper's NetworkPolicy names a fixed port.
+    return {**extra, "metrics-export-port": str(METRICS_PORT)}
+
+
+def _head_start_params() -> dict[str, str]:
+    # The dashboard binds 0.0.0.0 because the KubeRay operator (job and Serve status, Serve config) and the RayJob
+    # submitter reach it over the head Service; authOptions (token) and the NetworkPolicies close it to anyone else.
+    # num-cpus 0: the head schedules no tasks or replicas, so work never competes with the GCS and dashboard.
+    return _node_start_params(**{"dashboard-host": "0.0.0.0", "num-cpus": "0"})
+
+
+_METRICS_PORT = {"name": "metrics", "containerPort": METRICS_PORT}
+
+
 def rayjob_manifest(spec: RayJobSpec) -> dict[str, Any]:
-    """A RayJob that brings up its own Ray cluster, runs ``spec.entrypoint``, and deletes the cluster when done."""
+    """A RayJob that brings up its own Ray cluster, runs ``spec.entrypoint``, and deletes the cluster when done.
+
+    Raises:
+        ValueError: When the installed Ray has no token authentication.
+    """
     tolerations = spec.tolerations if spec.tolerations is not None else [GPU_TOLERATION] if spec.gpu_per_worker else []
     volumes, mounts, cred_env = gcs_credentials(spec.gcs_secret, GCS_MOUNT_PATH)
     env_from = settings_env_from(spec.settings_config_map)
-    pod_labels = {**PART_OF, "app.kubernetes.io/component": "training", **(spec.labels or {})}
+    base_labels = {**PART_OF, "app.kubernetes.io/component": "training", **(spec.labels or {})}
+    node_labels = {**base_labels, RAY_NODE_LABEL: "true"}
+    submitter_labels = {**base_labels, RAY_CLIENT_LABEL: SUBMITTER}
 
-    def pod(container: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return _pod([container], service_account=spec.service_account, volumes=volumes, labels=pod_labels, **kwargs)
+    def node(container: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return _pod([container], service_account=spec.service_account, volumes=volumes, labels=node_labels, **kwargs)
 
     head = _container(
         "ray-head",
@@ -207,6 +285,11 @@ def rayjob_manifest(spec: RayJobSpec) -> dict[str, Any]:
         env=cred_env,
         env_from=env_from,
         mounts=mounts,
+        ports=[
+            {"name": "gcs", "containerPort": GCS_PORT},
+            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+            _METRICS_PORT,
+        ],
     )
     worker = _container(
         "ray-worker",
@@ -215,15 +298,10 @@ def rayjob_manifest(spec: RayJobSpec) -> dict[str, Any]:
         env=cred_env,
         env_from=env_from,
         mounts=mounts,
+        ports=[_METRICS_PORT],
     )
-    submitter = _container(
-        "ray-job-submitter",
-        spec.image,
-        resources(spec.submitter_cpu, spec.submitter_memory),
-        env=cred_env,
-        env_from=env_from,
-        mounts=mounts,
-    )
+    # The submitter only runs `ray job submit` against the dashboard: no GCS key, no settings.
+    submitter = _container("ray-job-submitter", spec.image, resources(spec.submitter_cpu, spec.submitter_memory))
     body: dict[str, Any] = {
         "entrypoint": spec.entrypoint,
         "submissionMode": "K8sJobMode",
@@ -237,25 +315,26 @@ def rayjob_manifest(spec: RayJobSpec) -> dict[str, Any]:
             {"env_vars": dict(sorted(spec.runtime_env_vars.items()))}, sort_keys=True
         )
     body["rayClusterSpec"] = {
-        "rayVersion": ray_version(),
-        "headGroupSpec": {
-            # num-cpus 0: the head schedules no tasks, so training never competes with the GCS and dashboard.
-            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-            "template": pod(head),
-        },
+        "rayVersion": token_auth_ray_version(),
+        "authOptions": auth_options(spec.auth_secret),
+        "headGroupSpec": {"rayStartParams": _head_start_params(), "template": node(head)},
         "workerGroupSpecs": [
             {
                 "groupName": "gpu" if spec.gpu_per_worker else "cpu",
                 "replicas": spec.gpu_workers,
                 "minReplicas": spec.gpu_workers,
                 "maxReplicas": spec.gpu_workers,
-                "rayStartParams": {},
-                "template": pod(worker, tolerations=tolerations, node_selector=spec.node_selector),
+                "rayStartParams": _node_start_params(),
+                "template": node(worker, tolerations=tolerations, node_selector=spec.node_selector),
             }
         ],
     }
-    # The submitter pod runs `ray job submit` against the head; KubeRay requires restartPolicy Never here.
-    body["submitterPodTemplate"] = pod(submitter, restart_policy="Never")
+    # The submitter pod runs `ray job submit` against the head; KubeRay requires restartPolicy Never here. It
+    # runs as no harmguard identity (the namespace's default ServiceAccount, no API token): it needs neither GCS nor
+    # the Kubernetes API, only the Ray token KubeRay injects.
+    body["submitterPodTemplate"] = _pod(
+        [submitter], service_account=None, labels=submitter_labels, restart_policy="Never", automount_token=False
+    )
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -268,32 +347,34 @@ def rayservice_manifest(spec: RayServiceSpec) -> dict[str, Any]:
     """A RayService serving the classifier with Serve autoscaling and KubeRay's in-tree autoscaler.
 
     Its ``serveConfigV2`` comes from ``serving.config.build_serve_config``, the builder local serving and promotion
-    use too; the ``user_config`` is what a promotion patches (``reconfigure``, no restart).
+    use too; the ``user_config`` is what a promotion patches (``reconfigure``, no restart). Its pods run as the
+    serving ServiceAccount and mount no credentials: GCS access is Workload Identity's, scoped by IAM to reading
+    models and the registry and writing traffic/ and review/ (``harmguard.k8s.identity``).
+
+    Raises:
+        ValueError: When the installed Ray has no token authentication.
     """
     config = build_serve_config(ServeArgs(user_config=spec.user_config), autoscaling=spec.autoscaling)
-    volumes, mounts, cred_env = gcs_credentials(spec.gcs_secret, GCS_MOUNT_PATH)
     env_from = settings_env_from(spec.settings_config_map)
-    pod_labels = {**PART_OF, "app.kubernetes.io/component": "serving", **(spec.labels or {})}
+    pod_labels = {**PART_OF, "app.kubernetes.io/component": "serving", **(spec.labels or {}), RAY_NODE_LABEL: "true"}
     head = _container(
         "ray-head",
         spec.image,
         resources(spec.head_cpu, spec.head_memory),
-        env=cred_env,
         env_from=env_from,
-        mounts=mounts,
         ports=[
-            {"name": "gcs", "containerPort": 6379},
-            {"name": "dashboard", "containerPort": 8265},
-            {"name": "serve", "containerPort": 8000},
+            {"name": "gcs", "containerPort": GCS_PORT},
+            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+            {"name": "serve", "containerPort": SERVE_PORT},
+            _METRICS_PORT,
         ],
     )
     worker = _container(
         "ray-worker",
         spec.image,
         resources(spec.worker_cpu, spec.worker_memory),
-        env=cred_env,
         env_from=env_from,
-        mounts=mounts,
+        ports=[_METRICS_PORT],
     )
     autoscaler = {
         "image": spec.image,
@@ -305,27 +386,27 @@ def rayservice_manifest(spec: RayServiceSpec) -> dict[str, Any]:
     }
 
     def pod(container: dict[str, Any]) -> dict[str, Any]:
-        return _pod([container], service_account=spec.service_account, volumes=volumes, labels=pod_labels)
+        return _pod([container], service_account=spec.service_account, labels=pod_labels)
 
     body: dict[str, Any] = {
         "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
         # Zero-downtime upgrades: a changed cluster spec brings up a new cluster and switches traffic when ready.
         "upgradeStrategy": {"type": "NewCluster"},
+        # The head runs no replicas: traffic goes to workers only, and the operator never probes the head's port 8000.
+        "excludeHeadPodFromServeSvc": True,
         "rayClusterConfig": {
-            "rayVersion": ray_version(),
+            "rayVersion": token_auth_ray_version(),
+            "authOptions": auth_options(spec.auth_secret),
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": autoscaler,
-            "headGroupSpec": {
-                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                "template": pod(head),
-            },
+            "headGroupSpec": {"rayStartParams": _head_start_params(), "template": pod(head)},
             "workerGroupSpecs": [
                 {
                     "groupName": "cpu",
                     "replicas": 1,
                     "minReplicas": 1,
                     "maxReplicas": spec.max_workers,
-                    "rayStartParams": {},
+                    "rayStartParams": _node_start_params(),
                     "template": pod(worker),
                 }
             ],

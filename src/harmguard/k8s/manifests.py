@@ -7,6 +7,9 @@
 | ``argo/rbac.workflows.yaml`` | ServiceAccount, Role, RoleBinding of the workflow pods | ``harmguard.k8s.argo`` |
 | ``kuberay/ray-job.train.yaml`` | RayJob ``harmguard-train`` | ``harmguard.k8s.kuberay`` |
 | ``kuberay/ray-service.classifier.yaml`` | RayService ``harmguard-classifier`` | ``harmguard.k8s.kuberay`` |
+| ``kuberay/network-policy.ray.yaml`` | NetworkPolicies of the serving and training Ray pods | ``.network`` |
+| ``kuberay/service-account.ray.yaml`` | ServiceAccounts ``harmguard-serving``, ``harmguard-training`` | ``.identity`` |
+| ``gcp/iam-policy.storage.yaml`` | IAM bindings (not Kubernetes): bucket and Workload Identity | ``.identity`` |
 
 The YAML is plain block style (multi-line strings as literal blocks, no anchors), keys in a readable order, a
 header naming the source, and a comment on each non-obvious field. The golden tests compare a fresh render with
@@ -27,7 +30,10 @@ from harmguard.digests import thresholds_version
 from harmguard.k8s.argo import ArgoConfig, build_retrain_cron_workflow, build_score_cron_workflow, rbac_manifests
 from harmguard.k8s.cluster import CLUSTER
 from harmguard.k8s.common import hardening_problems, is_pinned
+from harmguard.k8s.exposure import exposure_problems
+from harmguard.k8s.identity import service_accounts, storage_bindings, workload_identity_bindings
 from harmguard.k8s.kuberay import RayJobSpec, RayServiceSpec, rayjob_manifest, rayservice_manifest, train_entrypoint
+from harmguard.k8s.network import network_policies
 from harmguard.lineage import project_root
 from harmguard.serving.config import UserConfig
 from harmguard.settings import DEFAULT_IMAGE
@@ -127,6 +133,7 @@ class ManifestFile:
     header: str
     build: Callable[[str], list[dict[str, Any]]]  # image -> objects
     comments: tuple[tuple[str, str], ...] = ()
+    kubernetes: bool = True  # False: not for kubectl (gcp/: IAM policy fragments)
 
 
 def _retrain(image: str) -> list[dict[str, Any]]:
@@ -154,8 +161,10 @@ def _ray_job(image: str) -> list[dict[str, Any]]:
                 gpu_per_worker=CLUSTER.accelerator_count,
                 tolerations=[t.model_dump(exclude_none=True) for t in CLUSTER.gpu_tolerations],
                 node_selector=CLUSTER.gpu_node_selector,
+                service_account=CLUSTER.training_service_account,
                 settings_config_map=CLUSTER.settings_config_map,
                 gcs_secret=CLUSTER.gcs_secret or None,
+                auth_secret=CLUSTER.ray_training_token_secret,
             )
         )
     ]
@@ -176,11 +185,23 @@ def _ray_service(image: str) -> list[dict[str, Any]]:
                     thresholds=EXAMPLE_THRESHOLDS,
                     thresholds_version=thresholds_version(EXAMPLE_THRESHOLDS),
                 ),
+                service_account=CLUSTER.serving_service_account,
                 settings_config_map=CLUSTER.settings_config_map,
-                gcs_secret=CLUSTER.gcs_secret or None,
             )
         )
     ]
+
+
+def _network(image: str) -> list[dict[str, Any]]:
+    return network_policies()
+
+
+def _accounts(image: str) -> list[dict[str, Any]]:
+    return service_accounts()
+
+
+def _iam(image: str) -> list[dict[str, Any]]:
+    return [storage_bindings(), *workload_identity_bindings()]
 
 
 _CRON_COMMENTS: tuple[tuple[str, str], ...] = (
@@ -247,12 +268,17 @@ FILES: tuple[ManifestFile, ...] = (
             ("submissionMode", "a Kubernetes Job runs `ray job submit` (pod: submitterPodTemplate)"),
             ("runtimeEnvYAML", "environment of the driver and every Ray task"),
             ("rayVersion", "the Ray of the image (same lock file)"),
+            ("authOptions", "Ray token auth: KubeRay injects RAY_AUTH_MODE and RAY_AUTH_TOKEN from this Secret"),
+            ("dashboard-host", "the operator and the submitter call it: token + network-policy.ray.yaml close it"),
             ("num-cpus", "the head runs no tasks: training never competes with the GCS"),
+            ("metrics-export-port", "the only port network-policy.ray.yaml opens to the scraper"),
+            ("serviceAccountName", "harmguard-training: write access to the home (Workload Identity)"),
             ("workerGroupSpecs > replicas", "fixed size: minReplicas = maxReplicas = replicas"),
             ("workerGroupSpecs > nvidia.com/gpu", "extended resources are set as limits only"),
             ("tolerations", "GPU nodes carry the nvidia.com/gpu taint"),
             ("nodeSelector", "the GPU node pool"),
             ("submitterPodTemplate > restartPolicy", "KubeRay requires Never; retries are backoffLimit's"),
+            ("automountServiceAccountToken", "`ray job submit` needs no Kubernetes API and no GCS key"),
         ),
     ),
     ManifestFile(
@@ -264,11 +290,43 @@ FILES: tuple[ManifestFile, ...] = (
         (
             ("serveConfigV2", "a string (KubeRay parses it); replicas autoscale on ongoing requests"),
             ("upgradeStrategy", "a changed cluster spec brings up a new cluster, then switches traffic"),
+            ("excludeHeadPodFromServeSvc", "traffic to workers only; the operator never calls the head's port 8000"),
+            ("authOptions", "Ray token auth: KubeRay generates a token Secret per cluster and injects it"),
             ("enableInTreeAutoscaling", "the KubeRay autoscaler adds workers for Serve's replicas"),
             ("idleTimeoutSeconds", "an idle worker is removed after this many seconds"),
+            ("dashboard-host", "the operator applies and reads Serve here: token + network-policy.ray.yaml close it"),
             ("num-cpus", "the head runs no replicas"),
+            ("metrics-export-port", "the only port network-policy.ray.yaml opens to the scraper"),
+            ("serviceAccountName", "serving's own identity (service-account.ray.yaml); no key is mounted"),
             ("containerPort", "GCS; KubeRay adds readiness/liveness probes to head and workers itself"),
         ),
+    ),
+    ManifestFile(
+        "kuberay/network-policy.ray.yaml",
+        "Who may connect to the Ray pods (ingress; apply before the RayService and RayJobs). Per role:\n"
+        "  every port (GCS 6379, raylets, workers): the same role's Ray pods only\n"
+        "  8265 dashboard / Jobs API: the KubeRay operator; training also its submitter and the launcher step\n"
+        "  8000 Serve (serving): the ingress controller only\n"
+        "  8080 metrics: the Prometheus scraper only\n"
+        "Peers are matched by label and namespace (harmguard.k8s.network.NetworkConfig); Ray token auth is the\n"
+        "second lock on every port. Needs a CNI that enforces NetworkPolicy (GKE: Dataplane V2).",
+        _network,
+    ),
+    ManifestFile(
+        "kuberay/service-account.ray.yaml",
+        "Identities of the Ray pods (GKE Workload Identity: each is bound to one GCP service account).\n"
+        "harmguard-serving reads models/ and registry/ and writes only traffic/ and review/;\n"
+        "harmguard-training (training RayJobs) writes the home. Bindings: ../gcp/iam-policy.storage.yaml.",
+        _accounts,
+    ),
+    ManifestFile(
+        "gcp/iam-policy.storage.yaml",
+        "IAM policy fragments (not for kubectl), one document per resource: the artifact bucket (uniform\n"
+        "bucket-level access; policy version 3 for the conditions) and each GCP service account (Workload Identity).\n"
+        "Replace PROJECT_ID and the bucket, then merge the bindings into each resource's policy (README, Running on\n"
+        "a cluster). Serving's conditions: objects named under the prefixes, or a list request under them.",
+        _iam,
+        kubernetes=False,
     ),
 )
 
@@ -277,7 +335,8 @@ def render(file: ManifestFile, image: str = DEFAULT_IMAGE) -> str:
     """The text of one manifest file.
 
     Raises:
-        ValueError: When a container is not pinned, sized and hardened (``k8s_common.hardening_problems``).
+        ValueError: When a container is not pinned, sized and hardened (``k8s_common.hardening_problems``), or a
+            Ray object opens the control plane (``exposure.exposure_problems``).
     """
     header = "".join(f"# {line}\n" if line else "#\n" for line in file.header.split("\n"))
     source = "# Rendered by `harmguard compile` (harmguard.k8s.manifests); do not edit by hand.\n"
@@ -285,6 +344,9 @@ def render(file: ManifestFile, image: str = DEFAULT_IMAGE) -> str:
     problems = [p for d in docs for p in hardening_problems(d)]
     if problems:
         raise ValueError(f"{file.path}: containers not hardened: {'; '.join(problems)}")
+    problems = [p for d in docs for p in exposure_problems(d)]
+    if problems:
+        raise ValueError(f"{file.path}: Ray control plane open: {'; '.join(problems)}")
     body = add_comments(dump_yaml(docs), file.comments)
     return header + source + body
 
@@ -309,7 +371,7 @@ def render_manifests(out_dir: Path, *, image: str | None = None) -> list[Path]:
     """Write every manifest file under ``out_dir`` (``manifests/`` of the checkout); returns the paths.
 
     Args:
-        out_dir: Target folder (``argo/`` and ``kuberay/`` are created in it).
+        out_dir: Target folder (``argo/``, ``kuberay/`` and ``gcp/`` are created in it).
         image: The pinned image every container runs (default: the project's default tag).
 
     Raises:

@@ -6,12 +6,17 @@ through the Kubernetes API (``CustomObjectsApi``), streams the driver's log line
 API while it runs, and on success exports the best checkpoint like the inline train step. A job that fails, or runs
 past the launcher's deadline (the RayJob is then deleted), fails the step with KubeRay's reason, message and the last
 driver log lines.
+
+Training clusters run with Ray token auth and behind NetworkPolicies: the launcher step reads the dashboard with
+``RAY_AUTH_TOKEN`` and the pod label ``harmguard.io/ray-client: launcher`` (``cluster.configure_step(ray_client=True)``
+sets both); without them the job still runs and is followed, only its driver log is not streamed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 import urllib.request
@@ -76,10 +81,30 @@ def custom_objects_api(host: str | None = None) -> Any:
     return client.CustomObjectsApi()
 
 
-def dashboard_logs(dashboard_url: str, job_id: str, timeout_s: float = 10.0) -> str:
-    """The driver logs of ``job_id`` from the Ray dashboard (Ray Jobs REST API ``GET /api/jobs/{id}/logs``)."""
+def ray_auth_token(environ: dict[str, str] | None = None) -> str | None:
+    """The Ray auth token the way Ray's own clients find it: ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``.
+
+    The training clusters run with token auth (``authOptions``); the launcher step gets the token from the
+    ``harmguard-ray-training-token`` Secret. None when neither is set (the dashboard then answers 401).
+    """
+    env = os.environ if environ is None else environ
+    token = env.get("RAY_AUTH_TOKEN", "").strip()
+    if not token and env.get("RAY_AUTH_TOKEN_PATH"):
+        token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    return token or None
+
+
+def dashboard_logs(dashboard_url: str, job_id: str, timeout_s: float = 10.0, token: str | None = None) -> str:
+    """The driver logs of ``job_id`` from the Ray dashboard (Ray Jobs REST API ``GET /api/jobs/{id}/logs``).
+
+    ``token`` (default: ``ray_auth_token()``) goes in ``Authorization: Bearer``, as Ray's own clients send it.
+    """
     base = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
-    with urllib.request.urlopen(f"{base.rstrip('/')}/api/jobs/{job_id}/logs", timeout=timeout_s) as resp:  # noqa: S310
+    request = urllib.request.Request(f"{base.rstrip('/')}/api/jobs/{job_id}/logs")
+    token = token or ray_auth_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310
         return str(json.loads(resp.read()).get("logs", ""))
 
 
@@ -214,7 +239,7 @@ def _reason(e: Any) -> str:
 def build_training_rayjob(
     *, run_id: str, namespace: str, image: str, workdir: str, workers: int, gpu_per_worker: int, deadline_s: int
 ) -> dict[str, Any]:
-    """The RayJob of one training run, placed and credentialed like the pipeline's GPU steps."""
+    """The RayJob of one training run, placed and credentialed like the pipeline's GPU steps, with token auth."""
     return rayjob_manifest(
         RayJobSpec(
             name=rayjob_name(run_id),
@@ -226,8 +251,10 @@ def build_training_rayjob(
             gpu_per_worker=gpu_per_worker,
             active_deadline_seconds=deadline_s,  # KubeRay's own limit, the same as the launcher's
             node_selector=CLUSTER.gpu_node_selector if gpu_per_worker else None,
+            service_account=CLUSTER.training_service_account,
             settings_config_map=CLUSTER.settings_config_map,
             gcs_secret=CLUSTER.gcs_secret or None,
+            auth_secret=CLUSTER.ray_training_token_secret,
             labels={"harmguard.io/run-id": re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)[:63].strip("-_.")},
         )
     )
