@@ -170,7 +170,7 @@ def training_rayjob_pipeline(
             deadline_s=rayjob_deadline_s,
         )
         # Retried: the launcher attaches to the RayJob of the same run if it already exists.
-        return configure_step(launch_task.set_display_name(STEP_TITLES["train-rayjob"]), network=True)
+        return configure_step(launch_task.set_display_name(STEP_TITLES["train-rayjob"]), network=True, ray_client=True)
 
     _wire(
         train_on_ray,
