@@ -171,7 +171,7 @@ def test_retrying_is_not_the_end(strict):
 
 def test_deadline_overrun_deletes_the_rayjob(strict):
     with K8sStandIn(never_ends, validate=strict) as api:
-        _, _, run = launch(api, deadline_s=0.05)
+        _, _, run = launch(api, deadline_s=1.0)  # long enough to reach RUNNING under load
         with pytest.raises(RayJobDeadlineExceeded, match="deadline; deleted it") as info:
             run()
     assert api.deleted == [(NS, rayjob_name(RUN_ID))]
