@@ -167,3 +167,16 @@ def test_escape_markdown_leaves_no_syntax(raw):
 def test_csp_hashes_the_shipped_stylesheet():
     policy = content_security_policy()
     assert "'unsafe-inline'" not in policy and "script-src 'none'" in policy and "'sha256-" in policy
+
+
+def test_every_page_template_carries_the_csp():
+    """A new page template without the policy would render data texts under no script restriction at all."""
+    from harmguard.reports.render import TEMPLATES
+
+    pages = [n for n in TEMPLATES.list_templates() if n.endswith(".html.j2") and not n.startswith("_")]
+    assert {"review.html.j2", "validation.html.j2"} <= set(pages)
+    for name in pages:
+        source = TEMPLATES.loader.get_source(TEMPLATES, name)[0]
+        head = source.split("</head>", 1)[0]
+        assert '<meta http-equiv="Content-Security-Policy" content="{{ csp() }}">' in head, name
+        assert "<script" not in source.lower() and "|safe" not in source.replace(" ", ""), name
