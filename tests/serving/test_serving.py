@@ -20,7 +20,7 @@ from harmguard.models.loading import (
     ModelDigestMismatch,  # noqa: E402
     load_model,
 )
-from harmguard.serving.config import Limits, ServeArgs, UserConfig
+from harmguard.serving.config import MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
 from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app
 
 APP = "harmguard"
@@ -206,6 +206,8 @@ BAD_REQUESTS = {
     "chunked, too large": ((b"[" * 1024 for _ in range(100)), {}, 413, "max_body_bytes"),
     "form body": (b"texts=a&texts=b", {"Content-Type": "application/x-www-form-urlencoded"}, 400, None),
     "NaN": (b'{"texts": NaN}', {}, 422, None),
+    "lone surrogate": (b'{"texts": ["fine", "\\ud800 x"]}', {}, 422, None),
+    "lone low surrogate": (b'{"texts": ["\\udfff"]}', {}, 422, None),
 }
 
 
@@ -342,3 +344,84 @@ def test_request_texts_are_never_logged(srv):
     assert any("serve" in p.parts for p in access + replica), (access, replica)
     leaked = files_with(CANARY.encode())
     assert not leaked, leaked
+
+
+def test_lone_surrogate_is_refused_before_scoring_and_a_real_pair_is_scored(srv):
+    url = f"{srv['url']}/v1/classify"
+    r = requests.post(
+        url, data=b'{"texts": ["ok", "\\ud800"]}', headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert r.status_code == 422 and "text 1 is not valid Unicode" in r.json()["error"]
+    pair = requests.post(url, data=b'{"texts": ["\\ud83d\\ude00 free prize"]}', timeout=30)  # an emoji, escaped
+    assert pair.status_code == 200 and len(pair.json()["results"]) == 1
+
+
+def test_a_failing_request_fails_alone_and_overload_answers_503_at_once(srv, models):
+    """One deployment with batches of 2 and two queued requests per caller (one redeploy for both checks).
+
+    Two requests in one @serve.batch, one the model cannot read: the other is answered. Then sixteen heavy HTTP
+    requests at once: two in the replica, two queued, the others refused at once with 503 and Retry-After.
+    """
+    tight = srv["args"].model_copy(
+        update={
+            "limits": Limits(request_timeout_s=60),
+            "batching": Batching(max_batch_size=2, batch_wait_timeout_s=2.0, max_ongoing_requests=2,
+                                 max_queued_requests=2),
+        }
+    )  # fmt: skip
+    deploy_app(tight, app_name=APP)
+    try:
+        handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, APP)
+        # Past the ingress (it refuses a non-string with 422): the deployment itself isolates the failure.
+        calls = [handle.classify.remote(t) for t in (["win a prize", "see you"], [None])]
+        good, bad = (c.result(timeout_s=60) for c in calls)
+
+        texts = [" ".join(models["texts"])[:4000]] * 64  # a request the model takes a while over
+        answers: list[tuple[int, float, dict, str | None]] = []
+        lock = threading.Lock()
+
+        def post() -> None:
+            t0 = time.monotonic()
+            r = requests.post(f"{srv['url']}/v1/classify", json={"texts": texts}, timeout=120)
+            with lock:
+                answers.append((r.status_code, time.monotonic() - t0, r.json(), r.headers.get("Retry-After")))
+
+        threads = [threading.Thread(target=post) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=150)
+    finally:
+        deploy_app(srv["args"], app_name=APP)
+
+    assert set(bad) == {"error"}
+    assert len(good["results"]) == 2 and good["model_version"] == "sms_spam/1"
+    assert good["isolated"] and good["batch_texts"] == 2  # it shared the failed batch and was scored on its own
+
+    statuses = sorted(status for status, *_ in answers)
+    assert len(answers) == 16 and set(statuses) == {200, 503}, statuses
+    slowest_ok = max(took for status, took, *_ in answers if status == 200)
+    for status, took, doc, retry_after in answers:
+        if status == 503:
+            assert doc["limit"] == "max_queued_requests" and retry_after == "1", doc
+            assert took < slowest_ok, (took, slowest_ok)  # refused without waiting for the model
+    print(f"overload: {statuses.count(503)} of 16 refused with 503, slowest 200 in {slowest_ok:.1f} s")
+
+
+def test_readyz_names_no_paths_or_buckets(srv, models, tmp_path):
+    """A refused config's message names its model URI; /readyz gives only the exception type."""
+    digest = model_digest(models["b"])  # another model than the served one, at a path that does not exist
+    missing = tmp_path / "bucket-canary-zq" / "models" / digest
+    bad = srv["base"].model_copy(update={"version": "sms_spam/9", "model_uri": str(missing), "model_digest": digest})
+    srv["args"] = srv["args"].model_copy(update={"user_config": bad})  # so the fixture restores the good one
+    with pytest.raises(ServeError, match="refused") as refused:
+        deploy_app(srv["args"], app_name=APP, verify=False)
+    assert "bucket-canary-zq" in str(refused.value)  # the operator who deployed it reads where
+    ready = requests.get(f"{srv['url']}/readyz", timeout=10)
+    body = ready.text
+    assert ready.status_code == 200 and "bucket-canary-zq" not in body and str(tmp_path) not in body
+    doc = ready.json()
+    assert doc["model_version"] == "sms_spam/1" and doc["refused_version"] == "sms_spam/9"
+    assert doc["last_refusal"] in {"FileNotFoundError", "ModelDigestMismatch"}
+    assert set(doc) <= {"ready", "policy", "model_version", "model_digest", "thresholds_version", "shadow_version",
+                        "last_refusal", "refused_version"}  # fmt: skip

@@ -10,7 +10,7 @@ from harmguard.digests import thresholds_version
 from harmguard.models.decide import ThresholdsError, check_thresholds, decide, decide_scores
 from harmguard.models.loading import Loaded, ModelDigestMismatch, ModelSpec, verify_model_dir
 from harmguard.serving.config import Batching, Limits, UserConfig
-from harmguard.serving.model import score_requests
+from harmguard.serving.model import score_isolated, score_requests
 
 
 class FixedModel:
@@ -79,3 +79,67 @@ def test_verify_model_dir_refuses_other_digest(tmp_path):
     (tmp_path / "model.json").write_text("{}")
     with pytest.raises(ModelDigestMismatch):
         verify_model_dir(str(tmp_path), "0" * 64)
+
+
+class EncodingModel(FixedModel):
+    """FixedModel that encodes each text first, as a tokenizer does: a lone surrogate makes it raise."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        for t in texts:
+            t.encode("utf-8")
+        return super().predict_proba(texts)
+
+
+def test_a_request_the_model_cannot_read_fails_alone_not_its_batch():
+    th = {"hate": 0.5, "offensive": 0.5}
+    champion = Loaded(_spec("p/1", th), EncodingModel())
+    batch = [["abcdefg", "a"], ["ok", "\ud800"], ["abcdefghij"]]
+    with pytest.raises(UnicodeEncodeError):
+        score_requests(champion, None, batch)  # one model call: the bad text fails every request in it
+    out = score_isolated(champion, None, batch)
+    assert out[1] == {"error": "UnicodeEncodeError"}  # the type only: the message would quote the text
+    assert out[0]["results"] == decide(FixedModel(), th, ["abcdefg", "a"]).results() and out[0]["isolated"]
+    assert out[2]["results"] == decide(FixedModel(), th, ["abcdefghij"]).results() and out[2]["isolated"]
+    assert score_isolated(champion, None, [["fine"]])[0].get("isolated") is None  # a batch that scores: one call
+
+
+def test_queue_caps_default_to_the_ongoing_limits():
+    assert Batching().queue_cap == Batching().max_ongoing_requests
+    assert Batching(max_queued_requests=3).queue_cap == 3
+    with pytest.raises(ValidationError):
+        Batching(max_queued_requests=0)
+
+
+def test_windows_per_request_are_capped_at_texts_times_max_windows():
+    """256 texts of 10,000 characters (the request limits) score at most 256 * max_windows windows, not one per
+    window the texts would have uncapped (a text of 10,000 characters has about 1,500 words here)."""
+    from harmguard.models.baseline import train_baseline
+    from harmguard.policy import Policy
+
+    limits = Limits()
+    policy = Policy.model_validate(
+        {"name": "p", "label_mode": "exclusive", "categories": ["hate"], "data": {"dataset": "d"},
+         "baseline": {"min_df": 1, "window_words": 16, "max_windows": 16, "max_features": 2000}}
+    )  # fmt: skip
+    train = [f"you people are vermin {i}" for i in range(20)] + [f"see you at lunch {i}" for i in range(20)]
+    model = train_baseline(train, np.array([0] * 20 + [1] * 20), policy)
+    scored: list[int] = []
+    inner = model._proba  # the model's own scoring of texts (windows, here), counted and left as it is
+
+    def counting(texts: list[str]) -> np.ndarray:
+        scored.append(len(texts))
+        return inner(texts)
+
+    model._proba = counting  # type: ignore[method-assign]
+    words = "vermin lunch people see you at are the".split()
+    text = " ".join(words[i % len(words)] + str(i % 97) for i in range(limits.max_chars_per_text))
+    text = text[: limits.max_chars_per_text]
+    texts = [text] * limits.max_texts_per_request
+    uncapped = len(text.split()) // (16 // 2)  # windows every half window without the cap
+    spec = _spec("p/1", {"hate": 0.5})
+    out = score_requests(Loaded(spec, model), None, [texts])
+    bound = limits.max_texts_per_request * policy.baseline.max_windows
+    assert len(out[0]["results"]) == len(texts)
+    print(f"windows scored: {sum(scored)} (bound {bound}, uncapped about {uncapped * len(texts)})")
+    assert sum(scored) <= bound, (sum(scored), bound)
+    assert sum(scored) > len(texts) and uncapped > 4 * policy.baseline.max_windows  # windows were used, and capped

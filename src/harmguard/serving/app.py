@@ -4,6 +4,12 @@
 deployment ``Classifier`` takes its model and thresholds from ``user_config``: Serve calls ``reconfigure`` on the
 running replicas when it changes, the replica verifies the model digest and swaps one reference, so requests in
 flight finish on the model they started with. Request texts are never logged.
+
+Hostile or heavy input fails alone and fast: a text that is not valid Unicode (a lone surrogate, which a JSON
+escape such as U+D800's can carry) is a 422 before scoring; a batch whose model call fails is scored request by
+request, so only the request the model cannot read fails (500); each caller queues at most ``max_queued_requests`` for a
+deployment and answers 503 past it; ``/readyz`` tells versions and digests, never paths, bucket names or error
+messages (which may quote them).
 """
 
 import asyncio
@@ -17,18 +23,29 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from ray import serve
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from harmguard.models.base import Classifier as ClassifierModel
 from harmguard.models.loading import Loaded, load_spec
-from harmguard.serving.config import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
+from harmguard.serving.config import (
+    INGRESS_DEPLOYMENT,
+    INGRESS_MAX_ONGOING,
+    MODEL_DEPLOYMENT,
+    Batching,
+    Limits,
+    ServeArgs,
+    UserConfig,
+)
 from harmguard.serving.metrics import ServingMetrics
-from harmguard.serving.model import score_requests
+from harmguard.serving.model import score_isolated
 
 logger = logging.getLogger("harmguard.serving")
 
 # Models kept in a replica: champion, shadow and the one before (a rollback back needs no reload).
 _CACHE_SIZE = 3
+# What /readyz shows of Classifier.info(): versions and digests, never model URIs or refusal messages.
+_READY_FIELDS = ("ready", "policy", "model_version", "model_digest", "thresholds_version", "shadow_version")
 
 
 # --- wire format -------------------------------------------------------------------------------------------------
@@ -88,6 +105,7 @@ class Classifier:
         self._cache: dict[str, ClassifierModel] = {}
         self._serving: tuple[Loaded, Loaded | None] | None = None
         self._last_refusal: str | None = None
+        self._refusal_type: str | None = None
         self._refused_version: str | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -102,12 +120,12 @@ class Classifier:
         except Exception as e:
             if self._serving is None:
                 raise
-            self._last_refusal = f"{type(e).__name__}: {e}"
+            self._last_refusal, self._refusal_type = f"{type(e).__name__}: {e}", type(e).__name__
             self._refused_version = str(user_config.get("version")) if isinstance(user_config, dict) else None
             logger.error("reconfigure refused, still serving %s: %s", self._serving[0].spec.version, e)
             return
         self._serving = serving  # one reference swap: batches in flight keep the tuple they read
-        self._last_refusal = self._refused_version = None
+        self._last_refusal = self._refusal_type = self._refused_version = None
         keep = {serving[0].spec.model_digest} | ({serving[1].spec.model_digest} if serving[1] else set())
         while len(self._cache) > _CACHE_SIZE:
             drop = next(d for d in self._cache if d not in keep)
@@ -121,20 +139,21 @@ class Classifier:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def score_batch(self, requests: list[list[str]]) -> list[dict[str, Any]]:
-        """Score many requests in one model call (each request is a list of texts)."""
+        """Score many requests in one model call (each request is a list of texts); one by one if that fails."""
         serving = self._serving
         if serving is None:
             raise RuntimeError("no model loaded")
-        return await asyncio.to_thread(score_requests, serving[0], serving[1], requests)
+        return await asyncio.to_thread(score_isolated, serving[0], serving[1], requests)
 
     async def classify(self, texts: list[str]) -> dict[str, Any]:
-        """Score one request's texts (batched with concurrent requests)."""
+        """Score one request's texts (batched with concurrent requests); ``{"error": type}`` when it cannot be."""
         return await self.score_batch(texts)
 
     def info(self) -> dict[str, Any]:
-        """What the replica serves now (for readiness)."""
+        """What the replica serves now, and the last refusal with its message (the driver's; /readyz filters it)."""
+        refusal = {"last_refusal": self._last_refusal, "refusal_type": self._refusal_type}
         if self._serving is None:
-            return {"ready": False, "last_refusal": self._last_refusal}
+            return {"ready": False, **refusal, "refused_version": self._refused_version}
         champion, shadow = self._serving
         return {
             "ready": True,
@@ -143,7 +162,7 @@ class Classifier:
             "model_digest": champion.spec.model_digest,
             "thresholds_version": champion.spec.thresholds_version,
             "shadow_version": shadow.spec.version if shadow else None,
-            "last_refusal": self._last_refusal,
+            **refusal,
             "refused_version": self._refused_version,
         }
 
@@ -166,14 +185,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, why in (
         (400, "Body is not UTF-8 JSON."),
         (413, "A limit is exceeded (body bytes, texts per request, characters per text)."),
-        (422, "Body does not match the schema (e.g. an empty or non-string texts list)."),
-        (503, "No model is loaded."),
+        (422, "Body does not match the schema (an empty or non-string texts list, a text that is not valid Unicode)."),
+        (500, "The model could not score this request (the requests batched with it were scored)."),
+        (503, "No model is loaded, or the model's queue is full (retry later)."),
         (504, "The model did not answer within the request timeout."),
     )
 }
 
 
-@serve.deployment(name=INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+@serve.deployment(
+    name=INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=INGRESS_MAX_ONGOING
+)
 @serve.ingress(api)
 class ClassifierIngress:
     """HTTP front: enforces limits before anything reaches the model, counts, and answers typed JSON."""
@@ -217,6 +239,11 @@ class ClassifierIngress:
             if len(t) > lim.max_chars_per_text:
                 n = lim.max_chars_per_text
                 return _error(413, f"text {i} has {len(t)} characters; at most {n}", limit="max_chars_per_text", max=n)
+        for i, t in enumerate(texts):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: tokenizers raise on it, and it is no text anyone wrote
+                return _error(422, f"text {i} is not valid Unicode (a lone surrogate); it cannot be encoded as UTF-8")
         return texts
 
     @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
@@ -241,9 +268,16 @@ class ClassifierIngress:
         except TimeoutError:
             t = self._limits.request_timeout_s
             return _error(504, f"the model did not answer within {t} s", limit="request_timeout_s", max=t)
+        except BackPressureError:
+            self._metrics.rejected("max_queued_requests")
+            response = _error(503, "the model's queue is full; retry later", limit="max_queued_requests")
+            response.headers["Retry-After"] = "1"
+            return response
         except Exception as e:  # the exception may carry a traceback, never the texts: log only its type
             logger.error("classify failed: %s", type(e).__name__)
             return _error(503, "the model is not available")
+        if "error" in out:  # this request alone failed to score (its batch neighbours were answered)
+            return _error(500, f"the model could not score this request ({out['error']})")
         self._metrics.observe_answer(out)
         payload = {k: out[k] for k in ("results", "model_version", "thresholds_version")}
         return JSONResponse(payload)
@@ -255,12 +289,15 @@ class ClassifierIngress:
 
     @api.get("/readyz", responses={503: {"model": ErrorResponse}})
     async def readyz(self) -> Response:
-        """Readiness: a model replica has a verified model loaded."""
+        """Readiness: a model replica has a verified model loaded (versions and digests; no paths, no messages)."""
         try:
             info = await asyncio.wait_for(self._model.info.remote(), 5.0)
         except Exception as e:
             return _error(503, f"model deployment unavailable ({type(e).__name__})")
-        return JSONResponse(info, status_code=200 if info.get("ready") else 503)
+        public = {k: info.get(k) for k in _READY_FIELDS if k in info}
+        if info.get("last_refusal"):  # the type only: its message names the model URI (a path or a bucket)
+            public |= {"last_refusal": info["refusal_type"], "refused_version": info["refused_version"]}
+        return JSONResponse(public, status_code=200 if info.get("ready") else 503)
 
     @api.get("/metrics")
     def metrics(self) -> Response:
@@ -281,10 +318,17 @@ def build_app(args: ServeArgs) -> Application:
     """
     args = ServeArgs.model_validate(args)
     b = args.batching
-    options: dict[str, Any] = {"num_replicas": b.num_replicas, "max_ongoing_requests": b.max_ongoing_requests}
+    options: dict[str, Any] = {
+        "num_replicas": b.num_replicas,
+        "max_ongoing_requests": b.max_ongoing_requests,
+        "max_queued_requests": b.queue_cap,
+    }
     if args.user_config is not None:
         options["user_config"] = args.user_config.dump()
     # serve.deployment turns the classes into Deployments; the type checker still sees the classes.
     model = Classifier.options(**options).bind(b.model_dump())  # type: ignore[attr-defined]
-    ingress = ClassifierIngress.options(num_replicas=args.ingress_replicas)  # type: ignore[attr-defined]
+    ingress = ClassifierIngress.options(  # type: ignore[attr-defined]
+        num_replicas=args.ingress_replicas,
+        max_queued_requests=args.ingress_max_queued_requests or INGRESS_MAX_ONGOING,
+    )
     return ingress.bind(model, args.limits.model_dump())

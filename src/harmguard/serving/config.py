@@ -17,6 +17,8 @@ MODEL_DEPLOYMENT = "Classifier"
 INGRESS_DEPLOYMENT = "ClassifierIngress"
 # Where `harmguard serve` announces its endpoints in HARMGUARD_HOME (promotion reads it to push a new user_config).
 ENDPOINT_KEY = "serve/endpoint.json"
+# Requests one ingress replica handles at once (it only parses and awaits the model).
+INGRESS_MAX_ONGOING = 256
 # Serve's health checks and drain time of both deployments (seconds).
 HEALTH_CHECKS = {"health_check_period_s": 10, "health_check_timeout_s": 30, "graceful_shutdown_timeout_s": 20}
 
@@ -49,6 +51,17 @@ class Batching(BaseModel):
         description="Requests a model replica accepts at once; must be >= max_batch_size or batches never fill.",
     )
     num_replicas: int = Field(default=1, gt=0, description="Model replicas.")
+    max_queued_requests: int | None = Field(
+        default=None,
+        gt=0,
+        description="Requests each caller (an ingress replica) queues for the model beyond those its replicas "
+        "hold; past it the ingress answers 503 at once instead of queueing without bound. None: max_ongoing_requests.",
+    )
+
+    @property
+    def queue_cap(self) -> int:
+        """``max_queued_requests``, or ``max_ongoing_requests`` when unset."""
+        return self.max_queued_requests or self.max_ongoing_requests
 
     @model_validator(mode="after")
     def _fillable(self) -> Batching:
@@ -89,6 +102,12 @@ class ServeArgs(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="Request limits.")
     batching: Batching = Field(default_factory=Batching, description="Batching and replica settings.")
     ingress_replicas: int = Field(default=1, gt=0, description="HTTP ingress replicas.")
+    ingress_max_queued_requests: int | None = Field(
+        default=None,
+        gt=0,
+        description="HTTP requests each proxy queues for the ingress beyond those its replicas hold "
+        f"({INGRESS_MAX_ONGOING} each); past it Serve answers 503 at once. None: {INGRESS_MAX_ONGOING}.",
+    )
 
 
 class Autoscaling(BaseModel):
@@ -159,7 +178,7 @@ def build_serve_config(
         "name": app_name,
         "route_prefix": "/",
         "import_path": SERVE_IMPORT_PATH,
-        "args": args.model_dump(mode="json", exclude=exclude),
+        "args": args.model_dump(mode="json", exclude=exclude, exclude_none=True),  # unset queue caps: defaults
         "deployments": [model, ingress],
     }
     if autoscaling is None:

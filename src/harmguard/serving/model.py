@@ -1,17 +1,22 @@
 """The model side of serving, free of Ray: load and verify a model, and score one batch with champion and shadow.
 
 A replica holds one immutable ``Loaded`` snapshot per model; ``reconfigure`` builds new snapshots completely and
-swaps one reference, so a batch that started on the old model finishes on it.
+swaps one reference, so a batch that started on the old model finishes on it. ``score_isolated`` scores a batch in
+one model call and, when that call fails, each request on its own: one request the model cannot read fails alone,
+never the requests batched with it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from harmguard.models.decide import ScoredTexts, decide
 from harmguard.models.loading import Loaded
+
+logger = logging.getLogger("harmguard.serving")
 
 
 def _split(rows: list[Any], sizes: list[int]) -> list[list[Any]]:
@@ -67,4 +72,28 @@ def _shadow(scored: ScoredTexts, shadow: Loaded, flat: list[str], sizes: list[in
                 "disagreements": {c: int(n) for c, n in zip(common, counts, strict=True)},
             }
         )
+    return out
+
+
+def score_isolated(champion: Loaded, shadow: Loaded | None, requests: list[list[str]]) -> list[dict[str, Any]]:
+    """``score_requests`` over the batch; if that fails, over each request alone (answers flagged ``isolated``).
+
+    Returns:
+        One answer per request, in order: ``score_requests``'s, or ``{"error": <exception type>}`` for a request
+        that fails even alone. Only exception types are logged: an exception's message may quote the text.
+    """
+    try:
+        return score_requests(champion, shadow, requests)
+    except Exception as e:
+        if len(requests) == 1:
+            logger.error("a request failed to score: %s", type(e).__name__)
+            return [{"error": type(e).__name__}]
+        logger.error("a batch of %d requests failed (%s): scoring each alone", len(requests), type(e).__name__)
+    out: list[dict[str, Any]] = []
+    for request in requests:
+        try:
+            out.append(score_requests(champion, shadow, [request])[0] | {"isolated": True})
+        except Exception as e:
+            logger.error("a request failed to score alone: %s", type(e).__name__)
+            out.append({"error": type(e).__name__})
     return out
