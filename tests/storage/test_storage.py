@@ -50,3 +50,41 @@ def test_model_digest_definition(tmp_path):
     expected = sha256_bytes(f"a.json\t{sha256_bytes(b'A')}\nb/c.npy\t{sha256_bytes(b'C')}\n".encode())
     assert model_digest(tmp_path) == expected
     assert thresholds_version({"a": 0.5, "b": 1}) == thresholds_version({"b": 1.0, "a": 0.5})
+
+
+@pytest.fixture
+def synced(monkeypatch):
+    """The real paths os.fsync was called on (fds resolved through /proc/self/fd, Linux)."""
+    import os
+    from pathlib import Path
+
+    paths = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return paths
+
+
+def test_the_folder_is_fsynced_after_every_rename_or_link(tmp_path, synced):
+    store = LocalStore(tmp_path / "home")
+    folder = (tmp_path / "home" / "registry" / "p").resolve()
+    store.compare_and_swap("registry/p/champion.json", b"v1", None)
+    assert synced[-1] == folder  # after the pointer's rename, its folder
+    synced.clear()
+    store.write_atomic("registry/p/champion.json", b"v2")
+    assert synced[-1] == folder
+    synced.clear()
+    store.create_only("registry/p/audit/chain/000000000001.json", b"{}")
+    assert synced[-1] == folder / "audit" / "chain"
+    assert {folder / "audit", folder} <= set(synced)  # the new folders' names, in their parents
+    synced.clear()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.npy").write_bytes(b"abc")
+    store.put_tree_create_only(src, "models/d1")
+    assert synced[-1] == (tmp_path / "home" / "models").resolve()
+    assert any(p.name == "w.npy" for p in synced)  # the tree's data before the rename publishes it
