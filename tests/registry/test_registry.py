@@ -304,7 +304,8 @@ def test_status_reports_pointers_pending_and_mlflow_mismatches(
     status = registry_status(store, settings)
     json.dumps(status)  # machine-readable as it is
     entry = status["policies"][policy]
-    assert set(entry) == {"champion", "challenger", "pending", "mismatches"}
+    assert set(entry) == {"champion", "challenger", "pending", "mismatches", "unfinished", "audit"}
+    assert entry["unfinished"] == [] and entry["audit"] == []
     record1 = get_version(store, v1)
     assert entry["champion"] == {
         "version": v1,

@@ -245,6 +245,12 @@ def test_racing_champion_moves_on_gcs_have_exactly_one_winner(
     moves = [e for e in registry.read_audit(store, policy) if e["event"] == "move"]
     assert len(moves) == 1 and moves[0]["to"] == winners[0] and moves[0]["from"] is None
     assert len([e for e in registry.read_audit(store, policy) if e["event"] == "register"]) == RACERS
+    # racers that got past the first check wrote an intent, the losers among them an abandon, all into one chain
+    # numbered 1..n by GCS preconditions; no intent is left open
+    events = registry.read_audit(store, policy)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)) and registry.verify_audit(store, policy) == []
+    kinds = [e["event"] for e in events]
+    assert kinds.count("intent") == kinds.count("abandon") + 1 and registry.unfinished_moves(store, policy) == []
 
 
 # --- faults -----------------------------------------------------------------------------------------------------

@@ -9,8 +9,19 @@ Layout under HARMGUARD_HOME (CONTRACTS.md, "Registry of record"):
 - ``registry/<policy>/versions/<n>.mlflow.json``: the MLflow model version mirroring it (create-only, separate so
   the version record never changes).
 - ``registry/<policy>/<alias>.json``: alias pointers (``champion``, ``challenger``...), changed only by
-  ``move_alias`` (compare-and-swap).
-- ``registry/<policy>/audit/<UTC time>-<uuid>.json``: one create-only object per event.
+  ``move_alias`` (compare-and-swap). Each move writes an ``intent`` audit event before the swap and names it in the
+  pointer; the move's own event (``promote``, ``rollback``, ``move``...) completes it, an ``abandon`` event closes a
+  swap that lost its race. An intent left open (a crash between the swap and its audit write) shows in
+  ``registry_status`` under ``unfinished``.
+- ``registry/<policy>/audit/chain/<seq>.json``: the audit log, one create-only object per event, numbered 1, 2, ...
+  by a counter, never by the writer's clock: an event is written create-only at ``head + 1`` with the sha256 of the
+  event before it (``prev``), then ``audit/head.json`` moves to it by compare-and-swap. Two writers cannot take the
+  same number (create-only), the numbers have no gaps, and a changed, removed or replaced event breaks the chain
+  (``verify_audit``; ``registry_status`` lists the problems under ``audit``). A writer that finds its number taken by
+  an event whose head swap never happened (a crash) moves the head forward for it, then takes the next number.
+  Events written before the chain existed (``audit/<UTC time>-<uuid>.json``) are read first, in time order.
+- ``policies/<sha256>.yaml`` (beside ``registry/``): the policy file of each registration, create-only, by digest;
+  approval rules are read back from it (``read_policy_file``), never from a file given at approval time.
 
 MLflow is a mirror. The registry's own write comes first; mirroring afterwards is best effort: a failure is logged
 as a warning on the ``harmguard.registry`` logger, never raised and never undoes the write, ``registry_status`` then
@@ -30,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harmguard.digests import canonical_json, sha256_bytes, thresholds_version
 from harmguard.registry import tracking
+from harmguard.registry.principal import Principal, principal_for
 from harmguard.settings import Settings
 from harmguard.storage import ArtifactStore, LostRace, StoreError
 
@@ -49,14 +61,24 @@ EVENT_KINDS = frozenset(
         "move",
         "labels_import",
         "labels_erase",
+        "intent",
+        "abandon",
     }
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_VERSION_FILE = re.compile(r"^(\d+)\.json$")
-# Enough for any realistic number of simultaneous registrations of one policy.
+# Names are checked with fullmatch: with match() and "$", a trailing newline passes ("p\n" would name a policy).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_VERSION_N = re.compile(r"[1-9][0-9]*")
+_VERSION_FILE = re.compile(r"([0-9]+)\.json")
+_CHAIN_FILE = re.compile(r"([0-9]{12})\.json")
+GENESIS = "0" * 64  # the ``prev`` of the first chained audit event
+# Enough for any realistic number of simultaneous registrations of one policy (or writers of one audit log).
 _MAX_ALLOCATION_ATTEMPTS = 1000
+
+
+class AuditChainBroken(StoreError):
+    """The audit log's chain does not hold: an event was changed, removed or replaced."""
 
 
 class VersionNotFound(LookupError):
@@ -86,7 +108,11 @@ class VersionRecord(BaseModel):
     mlflow_run_id: str | None = Field(description="The MLflow run that tracked training, if any.")
     family: str = Field(description="Model family (baseline or transformer).")
     created_at: str = Field(description="Registration time, UTC ISO 8601.")
-    created_by: str = Field(description="Who or what registered it.")
+    created_by: str = Field(description="Who or what registered it (a display name).")
+    created_principal: str | None = Field(
+        default=None,
+        description="The authenticated principal that registered it (registry.principal); None before it was kept.",
+    )
 
 
 class AliasPointer(BaseModel):
@@ -98,6 +124,7 @@ class AliasPointer(BaseModel):
     previous: str | None = Field(description="The version the alias pointed to before this move.")
     updated_at: str = Field(description="When the alias moved, UTC ISO 8601.")
     by: str = Field(description="Who moved it.")
+    intent: str | None = Field(default=None, description="Id of the audit intent written before this swap.")
 
 
 class AuditEvent(BaseModel):
@@ -117,6 +144,10 @@ class AuditEvent(BaseModel):
     alias: str | None = Field(default=None, description="The alias moved, if any.")
     from_: str | None = Field(default=None, alias="from", description="The version the alias pointed to before.")
     to: str | None = Field(default=None, description="The version the alias points to after.")
+    principal: str | None = Field(default=None, description="The authenticated principal that wrote the event.")
+    intent: str | None = Field(default=None, description="The intent an alias move opens, completes or abandons.")
+    seq: int | None = Field(default=None, description="Position in the audit chain (set by append_audit).")
+    prev: str | None = Field(default=None, description="sha256 of the previous chained event (set by append_audit).")
 
     @field_validator("event")
     @classmethod
@@ -136,7 +167,7 @@ def _dump(obj: BaseModel | dict[str, Any]) -> bytes:
 
 
 def _check_name(kind: str, value: str, pattern: re.Pattern[str] = _NAME) -> str:
-    if not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-'")
     if kind == "alias" and (value.lower() == "latest" or re.fullmatch(r"v\d+", value)):
         raise ValueError(f"alias {value!r} is reserved by MLflow")
@@ -159,15 +190,15 @@ def _alias_key(policy: str, alias: str) -> str:
 
 def parse_version(version: str) -> tuple[str, int]:
     """Split ``'<policy>/<n>'`` into policy and n (ValueError when malformed)."""
-    policy, sep, n = version.rpartition("/")
-    if not sep or not n.isdigit() or int(n) < 1:
+    policy, sep, n = version.rpartition("/") if isinstance(version, str) else ("", "", "")
+    if not sep or not _VERSION_N.fullmatch(n):
         raise ValueError(f"invalid version {version!r}: expected '<policy>/<n>'")
     return _check_name("policy", policy), int(n)
 
 
 def _version_numbers(store: ArtifactStore, policy: str) -> list[int]:
     names = (key.rsplit("/", 1)[-1] for key in store.list(_versions_prefix(policy)))
-    return sorted(int(m.group(1)) for name in names if (m := _VERSION_FILE.match(name)))
+    return sorted(int(m.group(1)) for name in names if (m := _VERSION_FILE.fullmatch(name)))
 
 
 def get_version(store: ArtifactStore, version: str) -> VersionRecord:
@@ -198,6 +229,8 @@ def register_version(
     mlflow_run_id: str | None,
     family: str,
     by: str,
+    policy_file: bytes | None = None,
+    principal: Principal | str | None = None,
 ) -> VersionRecord:
     """Register a published model as the next version of a policy, audit it, and mirror it into MLflow.
 
@@ -213,16 +246,31 @@ def register_version(
         run_id: The harmguard run id.
         mlflow_run_id: The MLflow run id, if training was tracked.
         family: Model family.
-        by: Who registers it.
+        by: Who registers it (a display name).
+        policy_file: The bytes of the policy file the run used; stored create-only under ``policies/<sha256>.yaml``
+            and named by ``lineage["policy_digest"]``. Approval rules are read back from it; a version registered
+            without one cannot be approved.
+        principal: The authenticated principal registering it (default: this process's, ``registry.principal``);
+            the two-person rule compares approvers with it.
 
     Returns:
         The written record. An MLflow failure afterwards is logged, not raised (see the module docstring).
 
     Raises:
-        ValueError: When the model is not published in the store.
+        ValueError: When the model is not published in the store, or the policy file is not the one the lineage
+            names.
     """
-    if not _DIGEST.match(model_digest) or not store.exists(f"models/{model_digest}"):
+    if not _DIGEST.fullmatch(model_digest) or not store.exists(f"models/{model_digest}"):
         raise ValueError(f"model {model_digest!r} is not published in {store.uri}/models: publish it first")
+    if policy_file is not None:
+        digest = store_policy_file(store, policy_file)
+        if lineage.get("policy_digest") not in (None, digest):
+            raise ValueError(
+                f"the policy file given ({digest[:12]}) is not the one the run used ({lineage['policy_digest'][:12]}):"
+                " it changed during the run; run again"
+            )
+        lineage = {**lineage, "policy_digest": digest}
+    principal = principal if principal is not None else principal_for(store.uri)
     prefix = _versions_prefix(policy)
     fields: dict[str, Any] = {
         "policy": policy,
@@ -240,6 +288,7 @@ def register_version(
         "family": family,
         "created_at": _now(),
         "created_by": by,
+        "created_principal": str(principal),
     }
     n = max(_version_numbers(store, policy), default=0) + 1
     for _ in range(_MAX_ALLOCATION_ATTEMPTS):
@@ -256,6 +305,7 @@ def register_version(
         {
             "event": "register",
             "who": by,
+            "principal": str(principal),
             "why": f"run {run_id}",
             "version": record.version,
             "model_digest": model_digest,
@@ -273,6 +323,41 @@ def register_version(
             e,
         )
     return record
+
+
+def _policy_key(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise ValueError(f"invalid policy digest {digest!r}")
+    return f"policies/{digest}.yaml"
+
+
+def store_policy_file(store: ArtifactStore, data: bytes) -> str:
+    """Keep a policy file create-only under ``policies/<sha256>.yaml``; returns its digest.
+
+    Raises:
+        StoreError: When the stored file under that digest holds other bytes (it was changed).
+    """
+    digest = sha256_bytes(data)
+    if not store.create_only(_policy_key(digest), data):
+        read_policy_file(store, digest)  # the same bytes by definition, unless someone rewrote them
+    return digest
+
+
+def read_policy_file(store: ArtifactStore, digest: str) -> bytes:
+    """The policy file stored at registration under ``digest``, checked against it.
+
+    Raises:
+        FileNotFoundError: When no policy file with that digest is stored.
+        StoreError: When the stored bytes no longer hash to the digest.
+    """
+    key = _policy_key(digest)
+    try:
+        data = store.read_bytes(key)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no policy file {digest} in {store.uri_for('policies')}") from None
+    if sha256_bytes(data) != digest:
+        raise StoreError(f"{store.uri_for(key)} was modified: its bytes hash to {sha256_bytes(data)}, not {digest}")
+    return data
 
 
 def mlflow_version_of(store: ArtifactStore, version: str) -> str | None:
@@ -358,8 +443,9 @@ def move_alias(
     by: str,
     reason: str,
     event: str = "move",
+    extra: dict[str, Any] | None = None,
 ) -> AliasPointer:
-    """Move an alias by compare-and-swap, audit the move, then mirror it into MLflow.
+    """Move an alias by compare-and-swap, between an ``intent`` audit event and the move's own, then mirror it.
 
     Args:
         store: The artifact store.
@@ -371,6 +457,7 @@ def move_alias(
         by: Who moves it.
         reason: Why (kept in the audit log).
         event: Audit event kind (``move``; ``promote``, ``rollback``... for the pipelines that call this).
+        extra: More fields for the completing audit event (e.g. the approval a promotion relied on).
 
     Returns:
         The new pointer.
@@ -389,6 +476,7 @@ def move_alias(
     current_version = current.version if current is not None else None
     if current_version != expected_version:
         raise LostRace(f"{_describe(policy, alias, current)}, not {expected_version or 'unset'} as expected")
+    intent = uuid.uuid4().hex
     pointer = AliasPointer(
         version=to_version,
         model_digest=target.model_digest if target else None,
@@ -396,28 +484,31 @@ def move_alias(
         previous=current_version,
         updated_at=_now(),
         by=by,
+        intent=intent,
     )
+    fields = {
+        "who": by,
+        "why": reason,
+        "version": to_version,
+        "model_digest": pointer.model_digest,
+        "blessing_digest": target.blessing_digest if target else None,
+        "thresholds_version": pointer.thresholds_version,
+        "alias": alias,
+        "from": current_version,
+        "to": to_version,
+        "intent": intent,
+    }
+    # Written first: a crash between the swap and the completing event leaves this intent open, which status shows.
+    append_audit(store, policy, {**fields, "event": "intent", "action": event})
     try:
         store.compare_and_swap(key, _dump(pointer), token)
     except LostRace:
         winner, _ = _load_pointer(store, key)
+        append_audit(
+            store, policy, {**fields, "event": "abandon", "why": f"lost the race: {_describe(policy, alias, winner)}"}
+        )
         raise LostRace(f"{_describe(policy, alias, winner)}: it moved while this move was in flight") from None
-    append_audit(
-        store,
-        policy,
-        {
-            "event": event,
-            "who": by,
-            "why": reason,
-            "version": to_version,
-            "model_digest": pointer.model_digest,
-            "blessing_digest": target.blessing_digest if target else None,
-            "thresholds_version": pointer.thresholds_version,
-            "alias": alias,
-            "from": current_version,
-            "to": to_version,
-        },
-    )
+    append_audit(store, policy, {**(extra or {}), **fields, "event": event})
     try:
         sync_alias(store, settings, policy, alias)
     except Exception as e:
@@ -460,29 +551,161 @@ def list_aliases(store: ArtifactStore, policy: str) -> list[str]:
 # --- audit ------------------------------------------------------------------------------------------------------
 
 
+def _audit_prefix(policy: str) -> str:
+    return f"registry/{_check_name('policy', policy)}/audit"
+
+
+def _chain_key(policy: str, seq: int) -> str:
+    return f"{_audit_prefix(policy)}/chain/{seq:012d}.json"
+
+
+def _read_head(store: ArtifactStore, policy: str) -> tuple[int, str, str | None]:
+    """``(seq, sha256 of that event, CAS token)`` of the chain head; ``(0, GENESIS, None)`` before the first event."""
+    data, token = store.read_versioned(f"{_audit_prefix(policy)}/head.json")
+    if data is None:
+        return 0, GENESIS, None
+    head = json.loads(data)
+    return int(head["seq"]), str(head["sha256"]), token
+
+
+def _advance_head(store: ArtifactStore, policy: str, seq: int, digest: str, token: str | None) -> None:
+    """Move the head to ``seq`` from the head read with ``token``; a lost race means another writer moved it."""
+    doc = {"seq": seq, "sha256": digest, "key": _chain_key(policy, seq), "updated_at": _now()}
+    try:
+        store.compare_and_swap(f"{_audit_prefix(policy)}/head.json", _dump(doc), token)
+    except LostRace:
+        pass
+
+
 def append_audit(store: ArtifactStore, policy: str, event: dict[str, Any]) -> str:
-    """Append one event to the policy's audit log as a create-only object.
+    """Append one event to the policy's audit chain: create-only at ``head + 1``, then the head moves by CAS.
 
     Args:
         store: The artifact store.
         policy: Policy name.
-        event: At least ``event`` and ``who``; see ``AuditEvent`` for the other fields.
+        event: At least ``event`` and ``who``; see ``AuditEvent`` for the other fields. ``principal`` defaults to
+            this process's (``registry.principal``); ``seq`` and ``prev`` are set here.
 
     Returns:
         The key of the written object.
+
+    Raises:
+        AuditChainBroken: When the event holding the next number does not follow the head (the log was tampered).
     """
-    record = AuditEvent.model_validate({**event, "policy": policy})
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    key = f"registry/{_check_name('policy', policy)}/audit/{stamp}-{uuid.uuid4().hex}.json"
-    if not store.create_only(key, _dump(record)):
-        raise StoreError(f"audit object {key} already exists")
-    return key
+    fields = {k: v for k, v in event.items() if k not in ("seq", "prev")}
+    fields.setdefault("principal", str(principal_for(store.uri)))
+    record = AuditEvent.model_validate({**fields, "policy": policy})
+    for _ in range(_MAX_ALLOCATION_ATTEMPTS):
+        head_seq, head_digest, token = _read_head(store, policy)
+        seq = head_seq + 1
+        key = _chain_key(policy, seq)
+        data = _dump(record.model_copy(update={"seq": seq, "prev": head_digest}))
+        if store.create_only(key, data):
+            _advance_head(store, policy, seq, sha256_bytes(data), token)
+            return key
+        # The number is taken by a writer between its event and its head swap, or one that crashed there: the
+        # event must follow the head; then the head moves forward for it and this writer takes the next number.
+        taken = store.read_bytes(key)
+        try:
+            follows = json.loads(taken).get("prev") == head_digest
+        except ValueError:
+            follows = False
+        if not follows:
+            raise AuditChainBroken(
+                f"audit event {key} does not follow event {head_seq} of {policy}: the audit log was changed; "
+                "see `harmguard status`"
+            )
+        _advance_head(store, policy, seq, sha256_bytes(taken), token)
+    raise StoreError(f"could not append to the audit log of {policy} after {_MAX_ALLOCATION_ATTEMPTS} tries")
+
+
+def _chain_entries(store: ArtifactStore, policy: str) -> list[tuple[int, str]]:
+    prefix = f"{_audit_prefix(policy)}/chain/"
+    entries = []
+    for key in store.list(prefix.rstrip("/")):
+        m = _CHAIN_FILE.fullmatch(key.removeprefix(prefix))
+        if m:
+            entries.append((int(m.group(1)), key))
+    return sorted(entries)
+
+
+def _legacy_keys(store: ArtifactStore, policy: str) -> list[str]:
+    """Events written before the chain: ``audit/<UTC time>-<uuid>.json`` (time order is all they have)."""
+    prefix = f"{_audit_prefix(policy)}/"
+    rest = ((key, key.removeprefix(prefix)) for key in store.list(prefix.rstrip("/")))
+    return sorted(key for key, name in rest if "/" not in name and name.endswith(".json") and name != "head.json")
 
 
 def read_audit(store: ArtifactStore, policy: str) -> list[dict[str, Any]]:
-    """The policy's audit events in time order (keys start with a UTC timestamp)."""
-    keys = store.list(f"registry/{_check_name('policy', policy)}/audit")
-    return [json.loads(store.read_bytes(key)) for key in sorted(keys) if key.endswith(".json")]
+    """The policy's audit events in order: events from before the chain by time, then the chain by number."""
+    keys = _legacy_keys(store, policy) + [key for _, key in _chain_entries(store, policy)]
+    return [json.loads(store.read_bytes(key)) for key in keys]
+
+
+def verify_audit(store: ArtifactStore, policy: str) -> list[str]:
+    """What is wrong with the policy's audit chain (empty when it holds).
+
+    Finds a changed event (the next event's ``prev`` or the head's digest no longer matches it), a removed one (a gap
+    in the numbers, or a head past the last event), a renumbered one, and a head without events. A head one or more
+    events behind the chain is not a problem: a writer is between its event and its head swap, or crashed there, and
+    the next append moves the head on.
+    """
+    problems: list[str] = []
+    entries = _chain_entries(store, policy)
+    digests: dict[int, str] = {}
+    expected = 1
+    for seq, key in entries:
+        if seq != expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+            problems.append(f"audit event(s) {missing} of {policy} are missing: removed from the log")
+        expected = seq + 1
+        data = store.read_bytes(key)
+        digests[seq] = sha256_bytes(data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            problems.append(f"audit event {seq} of {policy} is not JSON: it was changed")
+            continue
+        if doc.get("seq") != seq:
+            problems.append(f"audit event {seq} of {policy} says it is event {doc.get('seq')}: it was moved")
+        before = GENESIS if seq == 1 else digests.get(seq - 1)
+        if before is not None and doc.get("prev") != before:
+            problems.append(
+                f"audit event {seq - 1} of {policy} was changed or replaced (event {seq} does not follow it)"
+            )
+    head_seq, head_digest, token = _read_head(store, policy)
+    last = entries[-1][0] if entries else 0
+    if token is None and entries:
+        problems.append(f"the audit head of {policy} is missing while {len(entries)} events exist")
+    elif head_seq > last:
+        problems.append(f"audit events {last + 1}-{head_seq} of {policy} are missing: the head names event {head_seq}")
+    elif head_seq and digests.get(head_seq) not in (None, head_digest):
+        problems.append(f"audit event {head_seq} of {policy} was changed (it no longer matches the head)")
+    return problems
+
+
+def unfinished_moves(store: ArtifactStore, policy: str, events: list[dict[str, Any]] | None = None) -> list[str]:
+    """Alias moves whose ``intent`` has no completing (or ``abandon``) event: in flight, or crashed mid-way."""
+    events = read_audit(store, policy) if events is None else events
+    closed = {e.get("intent") for e in events if e.get("event") != "intent" and e.get("intent")}
+    found = []
+    for e in events:
+        if e.get("event") != "intent" or e.get("intent") in closed:
+            continue
+        alias = str(e.get("alias"))
+        pointer, _ = read_alias(store, policy, alias) if e.get("alias") else (None, None)
+        happened = pointer is not None and pointer.intent == e.get("intent")
+        state = (
+            f"the swap happened (the pointer names this intent) but its {e.get('action')} event is missing"
+            if happened
+            else "the swap did not happen or was overtaken"
+        )
+        found.append(
+            f"{e.get('action')} of {alias} {e.get('from') or '–'} → {e.get('to') or '–'} by {e.get('who')} "
+            f"(intent {str(e.get('intent'))[:12]}, event {e.get('seq')}) has no completion: {state}; "
+            "in flight, or it crashed between the swap and the audit write"
+        )
+    return found
 
 
 # --- status and repair ------------------------------------------------------------------------------------------
@@ -546,7 +769,7 @@ def registry_status(store: ArtifactStore, settings: Settings) -> dict[str, Any]:
     """The ``harmguard status --json`` object of CONTRACTS.md.
 
     Returns:
-        ``{"policies": {policy: {"champion", "challenger", "pending", "mismatches"}}}``.
+        ``{"policies": {policy: {"champion", "challenger", "pending", "mismatches", "unfinished", "audit"}}}``.
     """
     policies: dict[str, Any] = {}
     for policy in list_policies(store):
@@ -558,6 +781,9 @@ def registry_status(store: ArtifactStore, settings: Settings) -> dict[str, Any]:
             "challenger": _summary(challenger),
             "pending": _pending(store, policy, versions, champion.version if champion else None),
             "mismatches": _mismatches(store, settings, policy, versions),
+            # beyond CONTRACTS.md: alias moves left open by a crash, and a broken audit chain
+            "unfinished": unfinished_moves(store, policy),
+            "audit": verify_audit(store, policy),
         }
     return {"policies": policies}
 

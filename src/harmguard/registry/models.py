@@ -13,7 +13,7 @@ from harmguard.storage.gcs import GCSStore
 
 logger = logging.getLogger("harmguard.registry")
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # fullmatch: "$" would let a trailing newline pass
 
 
 class TamperedModelError(StoreError):
@@ -50,7 +50,7 @@ def verify_model(store: ArtifactStore, digest: str) -> Path:
         FileNotFoundError: When no such model is published.
         TamperedModelError: When the files hash to another digest.
     """
-    if not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ValueError(f"invalid model digest {digest!r}")
     # Only a complete tree (manifest written last) is downloaded; its digest is recomputed below all the same.
     try:
