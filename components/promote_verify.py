@@ -6,8 +6,8 @@ from harmguard.components import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def verify_approval(version: str, policy: str, run_id: str) -> str:
+def verify_approval(version: str, run_id: str) -> str:
     """Refuse an unapproved, expired, rejected or tampered version; returns the verified model digest."""
     from harmguard.steps.promotion import verify_approval_step
 
-    return verify_approval_step(version, policy, run_id)
+    return verify_approval_step(version, run_id)

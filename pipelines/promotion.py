@@ -20,9 +20,9 @@ PIPELINE_NAME = "harmguard-promotion"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Promote an approved model version to champion and roll it out.")
-def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "unknown", run_id: str = "manual"):
-    """Promote ``version`` (``<policy>/<n>``); ``policy`` overrides where the approval rules come from."""
-    verify_task = verify_approval(version=version, policy=policy, run_id=run_id)
+def promotion_pipeline(version: str = "", promoted_by: str = "unknown", run_id: str = "manual"):
+    """Promote ``version`` (``<policy>/<n>``) under the approval rules of the policy recorded at its registration."""
+    verify_task = verify_approval(version=version, run_id=run_id)
     configure_step(verify_task.set_display_name(STEP_TITLES["verify-approval"]), network=True, cache=False)
     model_digest = verify_task.output
 
@@ -34,7 +34,6 @@ def promotion_pipeline(version: str = "", policy: str = "", promoted_by: str = "
 
     move_task = move_champion(
         version=version,
-        policy=policy,
         expected_champion=champion_task.output,
         promoted_by=promoted_by,
         run_id=run_id,

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harmguard.exit_codes import ExitCode
 
@@ -219,7 +220,7 @@ def status(
     policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show champion, challenger, blessed-but-unapproved versions and registry/MLflow mismatches per policy."""
+    """Show champion, challenger, pending approvals, mismatches, unfinished alias moves and audit-chain problems."""
     from harmguard.promotion.approval import approval_overview
     from harmguard.registry import registry_status
     from harmguard.storage import open_store
@@ -232,138 +233,179 @@ def status(
     if policy:
         if policy not in doc["policies"]:
             known = sorted(doc["policies"])
-            raise _fail(f"no registered versions for policy {policy!r}; known: {known}", ExitCode.USAGE)
+            raise _fail(f"no registered versions for policy {escape(repr(policy))}; known: {known}", ExitCode.USAGE)
         doc = {"policies": {policy: doc["policies"][policy]}}
     if as_json:
         sys.stdout.write(json.dumps(doc) + "\n")
         return
     if not doc["policies"]:
-        err.print(f"No policies registered under {settings.home}")
+        err.print(f"No policies registered under {escape(settings.home)}")
         return
-    table = Table(title=f"harmguard registry · {settings.home}")
+    table = Table(title=f"harmguard registry · {escape(settings.home)}")
     for col in ("policy", "champion", "challenger", "pending approval", "mismatches"):
         table.add_column(col)
     for name, p in sorted(doc["policies"].items()):
         fmt = lambda a: f"{a['version']} ({a['model_digest'][:10]})" if a else "–"  # noqa: E731
-        table.add_row(
-            name,
-            fmt(p["champion"]),
-            fmt(p["challenger"]),
-            ", ".join(p["pending"]) or "–",
-            "\n".join(p["mismatches"]) or "–",
-        )
+        cells = (name, fmt(p["champion"]), fmt(p["challenger"]), ", ".join(p["pending"]) or "–")
+        # registry texts are data, never rich markup
+        table.add_row(*(Text(c) for c in (*cells, "\n".join(p["mismatches"]) or "–")))
     Console().print(table)
     for name, p in sorted(doc["policies"].items()):
+        for problem in p["audit"]:
+            err.print(f"[bold red]audit log broken[/] {escape(name)}: {escape(problem)}")
+        for move in p["unfinished"]:
+            err.print(f"[bold red]unfinished[/] {escape(name)}: {escape(move)}")
         for o in p["overrides"]:
-            err.print(f"[yellow]override[/] {o['version']} by {o['by']} at {o['when']}: {o['why']}")
+            who = _who(o["by"], o.get("principal"))
+            err.print(
+                f"[yellow]override[/] {escape(str(o['version']))} by {who} at {escape(o['when'])}: {escape(o['why'])}"
+            )
         for e in p["last_events"]:
             moved = f" {e['from'] or '–'} → {e['to']}" if e.get("to") else ""
-            err.print(f"{name} · {e['when']} · {e['event']} {e['version'] or ''}{moved} by {e['who']}: {e['why']}")
+            line = f"{name} · {e['when']} · {e['event']} {e['version'] or ''}{moved} by {e['who']}"
+            principal = f" ({e['principal']})" if e.get("principal") and e["principal"] != e["who"] else ""
+            err.print(escape(f"{line}{principal}: {e['why']}"))
+
+
+def _who(display: Any, principal: Any) -> str:
+    """A display name with the principal beside it, escaped for rich."""
+    shown = str(display)
+    if principal and str(principal) != shown:
+        shown += f" ({principal})"
+    return escape(shown)
+
+
+def _principal(store: Any) -> Any:
+    from harmguard.registry.principal import principal_for
+
+    return principal_for(store.uri)
 
 
 @app.command()
 def approve(
     version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to approve.")],
-    by: Annotated[str, typer.Option(help="Who approves (must differ from the run's starter).")],
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    by: Annotated[
+        str | None, typer.Option(help="Your display name (default: your account). Who approves is your login.")
+    ] = None,
     override_gate: Annotated[bool, typer.Option(help="Approve a version the gate did not bless (recorded).")] = False,
-    policy: Annotated[str, typer.Option(help="Policy file for the approval rules (default: the shipped one).")] = "",
 ) -> None:
-    """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL)."""
-    from harmguard.policy import PolicyError
-    from harmguard.promotion.approval import ApprovalError, ApprovalRules, approve_version
-    from harmguard.registry import VersionNotFound, parse_version
+    """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL).
+
+    The approver is the authenticated principal (Kubeflow/Argo user or service account in a cluster, the Google
+    account of a gs:// home, else the OS account); it must differ from the principal that registered the version
+    unless the policy recorded at registration sets allow_self_approval.
+    """
+    from harmguard.promotion.approval import ApprovalError, approve_version
+    from harmguard.registry import VersionNotFound
     from harmguard.storage import open_store
 
+    store = open_store(_settings().home)
+    principal = _principal(store)
     try:
-        rules = ApprovalRules.from_policy(policy or parse_version(version)[0])
-        event = approve_version(
-            open_store(_settings().home), version, by=by, reason=reason, rules=rules, override_gate=override_gate
-        )
+        event = approve_version(store, version, by=by, principal=principal, reason=reason, override_gate=override_gate)
     except ApprovalError as e:
-        raise _fail(str(e), ExitCode.REJECTED) from e
-    except PolicyError as e:
-        raise _fail(str(e), _policy_exit(e)) from e
+        raise _fail(escape(str(e)), ExitCode.REJECTED) from e
     except (VersionNotFound, ValueError) as e:
-        raise _fail(str(e), ExitCode.USAGE) from e
+        raise _fail(escape(str(e)), ExitCode.USAGE) from e
     note = " [yellow](gate overridden)[/]" if override_gate else ""
-    err.print(f"[green]approved[/] {version}{note} by {by}; valid until {event['expires_at']}")
+    who = _who(event["who"], event["principal"])
+    err.print(f"[green]approved[/] {escape(version)}{note} by {who}; valid until {event['expires_at']}")
 
 
 @app.command()
 def reject(
     version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to reject.")],
-    by: Annotated[str, typer.Option(help="Who rejects.")],
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    by: Annotated[str | None, typer.Option(help="Your display name (default: your account).")] = None,
 ) -> None:
-    """Reject a version: it cannot be promoted (an earlier approval is withdrawn)."""
+    """Reject a version: it cannot be promoted or rolled back to (an earlier approval is withdrawn)."""
     from harmguard.promotion.approval import ApprovalError, reject_version
     from harmguard.registry import VersionNotFound
     from harmguard.storage import open_store
 
+    store = open_store(_settings().home)
     try:
-        reject_version(open_store(_settings().home), version, by=by, reason=reason)
+        event = reject_version(store, version, by=by, principal=_principal(store), reason=reason)
     except ApprovalError as e:
-        raise _fail(str(e), ExitCode.REJECTED) from e
+        raise _fail(escape(str(e)), ExitCode.REJECTED) from e
     except (VersionNotFound, ValueError) as e:
-        raise _fail(str(e), ExitCode.USAGE) from e
-    err.print(f"[red]rejected[/] {version} by {by}")
+        raise _fail(escape(str(e)), ExitCode.USAGE) from e
+    err.print(f"[red]rejected[/] {escape(version)} by {_who(event['who'], event['principal'])}")
 
 
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="The approved version '<policy>/<n>' to make champion.")],
     by: Annotated[str | None, typer.Option(help="Who promotes (default: the OS user).")] = None,
-    policy: Annotated[str, typer.Option(help="Policy file for the approval rules (default: the shipped one).")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
 ) -> None:
-    """Run the promotion pipeline locally (kfp.local): approval, digest, champion, golden file, swap, deploy."""
+    """Run the promotion pipeline locally (kfp.local): approval, digest, champion, golden file, swap, deploy.
+
+    The approval rules are those of the policy file recorded when the version was registered.
+    """
     from harmguard.promotion.promote import PromotionRefused
     from harmguard.runners.local import run_promotion
 
     try:
-        summary = run_promotion(_settings(), version=version, promoted_by=by or _user(), policy_ref=policy)
+        summary = run_promotion(_settings(), version=version, promoted_by=by or _user())
     except PromotionRefused as e:
-        raise _fail(str(e), ExitCode.REJECTED) from e
+        raise _fail(escape(str(e)), ExitCode.REJECTED) from e
     if as_json:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
     if not summary["ok"]:
         # a step that refused (approval, digest, champion moved, golden file) is a refusal; anything else a crash
         code = ExitCode.REJECTED if summary["refused_at"] else ExitCode.UNEXPECTED
-        raise _fail(f"promotion of {version} refused at {summary['refused_at'] or 'a step'}: {summary['error']}", code)
+        message = f"promotion of {version} refused at {summary['refused_at'] or 'a step'}: {summary['error']}"
+        raise _fail(escape(message), code)
     infra, deploy = summary.get("infra") or {}, summary.get("deploy") or {}
     if infra.get("agreement") is not None:
         needs = f"needs {infra['required']:.3f}, {infra['required_from']}"
         err.print(f"golden agreement {infra['agreement']:.3f} ({needs})")
     err.print(f"[green]champion[/] of {summary['policy']} is now {version} (was {summary['champion']['previous']})")
-    err.print(f"{deploy.get('note', '')}; RayService patch: {deploy.get('patch')} · {summary['wall_seconds']} s")
+    err.print(
+        escape(f"{deploy.get('note', '')}; RayService patch: {deploy.get('patch')} · {summary['wall_seconds']} s")
+    )
 
 
 @app.command()
 def rollback(
     policy: Annotated[str, typer.Option(help="The policy whose champion goes back to the previous version.")],
-    by: Annotated[str, typer.Option(help="Who rolls back.")],
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
+    by: Annotated[str | None, typer.Option(help="Your display name (default: your account).")] = None,
+    override: Annotated[
+        bool,
+        typer.Option(help="Restore the previous version although its approval expired or it was rejected (audited)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
 ) -> None:
-    """Move `champion` back to the version it replaced (compare-and-swap, audited as rollback) and deploy it."""
+    """Move `champion` back to the version it replaced (compare-and-swap, audited as rollback) and deploy it.
+
+    The version restored needs a valid approval (not expired, no reject since), as a promotion would; `--override`
+    with a reason restores it without one and is written to the audit log as an override.
+    """
     from harmguard.promotion.promote import PromotionRefused, rollback_champion
-    from harmguard.registry.runs import new_run_id
+    from harmguard.registry.runs import RunIdTaken, claim_run_id, new_run_id
     from harmguard.storage import open_store
 
     settings = _settings()
+    store = open_store(settings.home)
+    display = by or _principal(store).name
     try:
-        result = rollback_champion(
-            open_store(settings.home), settings, policy, by=by, reason=reason, run_id=new_run_id(f"{policy}-rollback")
-        )
-    except PromotionRefused as e:
-        raise _fail(str(e), ExitCode.REJECTED) from e
+        run_id = new_run_id(f"{policy}-rollback")
+        claim_run_id(store, run_id, kind="rollback", by=display)
+        result = rollback_champion(store, settings, policy, by=display, reason=reason, run_id=run_id, override=override)
+    except (PromotionRefused, RunIdTaken) as e:
+        raise _fail(escape(str(e)), ExitCode.REJECTED) from e
     except ValueError as e:
-        raise _fail(str(e), ExitCode.USAGE) from e
+        raise _fail(escape(str(e)), ExitCode.USAGE) from e
     if as_json:
         sys.stdout.write(json.dumps(result, default=str) + "\n")
-    err.print(f"[green]champion[/] of {policy} rolled back to {result['version']} (from {result['previous']})")
-    err.print(f"{result['deploy']['note']}; RayService patch: {result['deploy']['patch']}")
+    forced = " [yellow](override)[/]" if result.get("override") else ""
+    err.print(
+        f"[green]champion[/] of {escape(policy)} rolled back to {result['version']} (from {result['previous']}){forced}"
+    )
+    err.print(escape(f"{result['deploy']['note']}; RayService patch: {result['deploy']['patch']}"))
 
 
 @app.command("compile")
@@ -453,9 +495,15 @@ def serve_(
     version: Annotated[str | None, typer.Option(help="Serve this version '<policy>/<n>' instead.")] = None,
     port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.", min=1, max=65535)] = 8000,
     shadow: Annotated[bool, typer.Option(help="Score the challenger beside it (never changes answers).")] = False,
+    allow_unapproved: Annotated[
+        bool, typer.Option(help="With no champion yet, serve the challenger (never approved) instead of refusing.")
+    ] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the running local server.")] = False,
 ) -> None:
-    """Serve a version over HTTP on this machine (Ray Serve) until stopped; `--stop` stops it."""
+    """Serve a version over HTTP on this machine (Ray Serve) until stopped; `--stop` stops it.
+
+    Without --version it serves the champion; a policy without one is refused unless --allow-unapproved.
+    """
     from harmguard.registry import get_version, read_alias
     from harmguard.serving import local
     from harmguard.serving.config import ServeArgs, user_config_for
@@ -463,18 +511,108 @@ def serve_(
 
     store = open_store(_settings().home)
     if stop:
-        doc = local.stop_local_server(store)
-        err.print(f"stopped the server of {doc['version']} (pid {doc['pid']})" if doc else "no server was running")
+        _stop_own_server(store)
         return
     try:
         record, note = local.resolve_version(store, policy, version)
+        champion, _ = read_alias(store, record.policy, "champion")
+        if not version and (champion is None or champion.version != record.version) and not allow_unapproved:
+            raise _fail(
+                f"{record.policy} has no champion: {record.version} is its challenger, never approved for serving. "
+                "Promote a version, pass --version, or --allow-unapproved to serve the challenger",
+                ExitCode.REJECTED,
+            )
         challenger, _ = read_alias(store, record.policy, "challenger")
         other = get_version(store, challenger.version) if shadow and challenger and challenger.version else None
         args = ServeArgs(user_config=user_config_for(record, other))
     except (LookupError, ValueError, local.ServeError) as e:
-        raise _fail(str(e), ExitCode.USAGE) from e
-    err.print(note)
-    local.run_local_server(store, args, port=port, on_ready=lambda e: err.print(f"serving at {e['url']} · {e}"))
+        raise _fail(escape(str(e)), ExitCode.USAGE) from e
+    err.print(escape(note))
+    local.run_local_server(store, args, port=port, on_ready=lambda e: err.print(escape(f"serving at {e['url']} · {e}")))
+
+
+def _stop_own_server(store: Any) -> None:
+    """`serve --stop`: signal the announced pid only when it is this home's `harmguard serve` process."""
+    from harmguard.serving import local
+    from harmguard.serving.config import ENDPOINT_KEY
+
+    try:
+        announced = json.loads(store.read_bytes(ENDPOINT_KEY))
+    except FileNotFoundError:
+        err.print("no server was running")
+        return
+    except ValueError as e:
+        raise _fail(
+            f"{escape(store.uri_for(ENDPOINT_KEY))} is not JSON: {escape(str(e))}", ExitCode.INVALID_INPUT
+        ) from e
+    pid = announced.get("pid") if isinstance(announced, dict) else None
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        problem = _not_our_server(pid, announced.get("started_at"))
+        if problem:
+            raise _fail(
+                escape(
+                    f"pid {pid} named in {store.uri_for(ENDPOINT_KEY)} is not the harmguard server that wrote it "
+                    f"({problem}); nothing was signalled. Remove the file if that server is gone"
+                ),
+                ExitCode.REJECTED,
+            )
+    doc = local.stop_local_server(store)
+    err.print(
+        f"stopped the server of {escape(str(doc['version']))} (pid {doc['pid']})" if doc else "no server was running"
+    )
+
+
+def _process_facts(pid: int) -> tuple[list[str], float] | None:
+    """``(argv, start time as a Unix timestamp)`` of a live process; None when it is gone (Linux /proc, else ps)."""
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self/stat").exists():
+        try:
+            argv = proc.joinpath("cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+            ticks = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+            boot = next(
+                int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+            )
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+        return argv, boot + ticks / os.sysconf("SC_CLK_TCK")
+    import subprocess
+    from datetime import datetime
+
+    out = subprocess.run(["ps", "-p", str(pid), "-o", "lstart=,command="], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    line = out.stdout.strip()  # "Mon Jan  6 10:00:00 2025 /path/python -m harmguard.cli serve"
+    parts = line.split()
+    try:
+        started = datetime.strptime(" ".join(parts[:5]), "%a %b %d %H:%M:%S %Y").timestamp()
+    except ValueError:
+        return None
+    return parts[5:], started
+
+
+def _not_our_server(pid: int, started_at: Any) -> str | None:
+    """Why ``pid`` is not the `harmguard serve` process that announced itself at ``started_at`` (None: it is).
+
+    Its command line must be `harmguard serve` (console script or `python -m harmguard.cli`), and it must have
+    started before the announcement: a process started later holds a recycled pid.
+    """
+    from datetime import datetime
+
+    facts = _process_facts(pid)
+    if facts is None:
+        return "no such process"
+    argv, started = facts
+    names = [Path(a).name for a in argv]
+    entry = next((i for i, n in enumerate(names) if n in ("harmguard", "harmguard.cli")), None)
+    if entry is None or "serve" not in argv[entry + 1 :] or "--stop" in argv:
+        return "its command line is not `harmguard serve`"
+    try:
+        announced = datetime.fromisoformat(str(started_at)).timestamp()
+    except ValueError:
+        return "the endpoint file has no valid started_at"
+    if started > announced + 2:  # started_at is truncated to seconds; /proc's clock ticks add a little jitter
+        return "it started after the server announced itself: the pid was reused"
+    return None
 
 
 @app.command("score")

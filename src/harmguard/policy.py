@@ -23,6 +23,10 @@ from harmguard.vocabulary import (
 SPLITS = ("train", "validation", "test")
 
 
+# An approval outlives the review it records by at most this long (30 days): a longer TTL is refused at load.
+MAX_APPROVAL_TTL_HOURS = 720.0
+
+
 class PolicyError(ValueError):
     """A policy cannot be found or is invalid; the message says what to fix."""
 
@@ -518,7 +522,10 @@ class Policy(_Strict):
     report: ReportSpec = Field(default_factory=ReportSpec, description="What reports show of the data.")
     allow_self_approval: bool = Field(default=False, description="Whether the run's starter may approve it.")
     approval_ttl_hours: float = Field(
-        default=72.0, gt=0, description="Hours an approval stays valid for promotion; after that, approve again."
+        default=72.0,
+        gt=0,
+        le=MAX_APPROVAL_TTL_HOURS,
+        description=f"Hours an approval stays valid (at most {MAX_APPROVAL_TTL_HOURS:g}); then approve again.",
     )
 
     @model_validator(mode="after")

@@ -17,6 +17,15 @@ GOLDEN = Path(str(resources.files("harmguard.golden") / "sms_spam.jsonl"))
 THRESHOLDS = {"spam": 0.5}
 
 
+def policy_file(*, allow_self_approval: bool = False, ttl_hours: float = 24) -> bytes:
+    """The shipped sms_spam policy with these approval settings: what a run of it records at registration."""
+    shipped = (resources.files("harmguard.policies") / "sms_spam.yaml").read_bytes()
+    return (
+        shipped
+        + f"\nallow_self_approval: {str(allow_self_approval).lower()}\napproval_ttl_hours: {ttl_hours}\n".encode()
+    )
+
+
 def train_spam_model(folder: Path, cache: Path, mirror: Path, rows: int = 1000) -> Path:
     """Fit the baseline on a stable sample of sms_spam (seconds) and export it to ``folder``."""
     from harmguard.data.datasets import load_dataset
@@ -36,7 +45,7 @@ def train_spam_model(folder: Path, cache: Path, mirror: Path, rows: int = 1000) 
 def register(
     store: ArtifactStore,
     settings: Settings,
-    policy: str,
+    policy_name: str,
     digest: str,
     *,
     blessed: bool = True,
@@ -44,8 +53,14 @@ def register(
     champion: VersionRecord | None = None,
     thresholds: dict[str, float] | None = None,
     golden: dict[str, Any] | None = None,
+    policy: bytes | None = None,
+    principal: str | None = None,
 ) -> VersionRecord:
-    """Register a version of a published model with a blessing that compared it against ``champion``."""
+    """Register a version of a published model with a blessing that compared it against ``champion``.
+
+    The registering principal is ``principal`` or ``test:<by>`` (a stand-in for the login of whoever ran training),
+    and the policy file recorded with it is ``policy`` (default: sms_spam with a 24 h TTL, no self-approval).
+    """
     thresholds = thresholds or THRESHOLDS
     blessing = {
         "blessed": blessed,
@@ -55,7 +70,7 @@ def register(
     return register_version(
         store,
         settings,
-        policy=policy,
+        policy=policy_name,
         model_digest=digest,
         thresholds=thresholds,
         blessing=blessing,
@@ -65,6 +80,8 @@ def register(
         mlflow_run_id=None,
         family="baseline",
         by=by,
+        policy_file=policy if policy is not None else policy_file(),
+        principal=principal or f"test:{by}",
     )
 
 
@@ -77,7 +94,6 @@ def golden_of(model_dir: Path, thresholds: dict[str, float] | None = None) -> di
 
 def promote_worker(store: ArtifactStore, settings: Settings, version: str, start: Any, out: Any) -> None:
     """A racer of the concurrency test (lives here, not in the test module, so spawned children import less)."""
-    from harmguard.promotion.approval import ApprovalRules
     from harmguard.promotion.promote import PromotionRefused, promote_version
 
     start.wait()
@@ -87,7 +103,6 @@ def promote_worker(store: ArtifactStore, settings: Settings, version: str, start
             settings,
             version,
             by="releaser",
-            rules=ApprovalRules(allow_self_approval=False, ttl_hours=24),
             run_id=f"race-{version.replace('/', '-')}",
             golden_path=GOLDEN,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harmguard.policy import read_policy_bytes
 from tests.conftest import run_cli
 
 SAMPLE = "4000"  # rows of the joined sources: keeps each run under a minute on 2 cores
@@ -18,8 +19,16 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_labels_in_train_promote_labels_in_retrain_judged_on_recent(hg_env, mirror):
+def solo_policy(folder: Path) -> str:
+    """hate_speech as a one-person setup: the login that trains also approves (the shipped policy refuses that)."""
+    path = folder / "hate_speech_solo.yaml"
+    path.write_bytes(read_policy_bytes("hate_speech")[0] + b"\nallow_self_approval: true\n")
+    return str(path)
+
+
+def test_labels_in_train_promote_labels_in_retrain_judged_on_recent(hg_env, mirror, tmp_path):
     weeks = mirror / "stormfront_moderation"
+    policy = solo_policy(tmp_path)
 
     def cli(*args: str) -> dict:
         proc = run_cli(list(args), hg_env)
@@ -28,7 +37,7 @@ def test_labels_in_train_promote_labels_in_retrain_judged_on_recent(hg_env, mirr
 
     one = cli("labels", "import", "--policy", "hate_speech", str(weeks / "week-01.jsonl"), "--json")
     assert (one["watermark"], one["duplicates"]) == (1, 0)
-    first = cli("run", "--policy", "hate_speech", "--sample", SAMPLE, "--by", "trainer", "--json")
+    first = cli("run", "--policy", policy, "--sample", SAMPLE, "--by", "trainer", "--json")
     assert first["blessed"] and first["version"] == "hate_speech/1", first["reasons"]
     lineage = first["lineage"]
     assert lineage["labels"]["watermark"] == 1 and lineage["labels"]["until"].startswith("2026-10-04")
@@ -47,7 +56,7 @@ def test_labels_in_train_promote_labels_in_retrain_judged_on_recent(hg_env, mirr
     due = cli("retrain-needed", "--policy", "hate_speech", "--json")
     assert due["due"] is True and due["new_labels"] == 1401 and due["labels_watermark"] == 2
 
-    second = cli("run", "--policy", "hate_speech", "--sample", SAMPLE, "--by", "trainer", "--json")
+    second = cli("run", "--policy", policy, "--sample", SAMPLE, "--by", "trainer", "--json")
     assert second["lineage"]["labels"]["watermark"] == 2
     assert second["data_version"] != first["data_version"]
     assert second["champion"]["version"] == "hate_speech/1"

@@ -9,7 +9,9 @@ import yaml
 
 from harmguard.data.datasets import load_dataset
 from harmguard.exit_codes import ExitCode
-from harmguard.registry import read_audit
+from harmguard.policy import read_policy_bytes
+from harmguard.registry import get_version, read_audit, read_policy_file, verify_audit
+from harmguard.registry.principal import principal_for
 from harmguard.storage import LocalStore
 from tests.conftest import run_cli
 
@@ -30,8 +32,14 @@ def test_sms_spam_run_registers_a_blessed_challenger(hg_env, settings):
     home = Path(settings.home)
     assert (home / "models" / s["model_digest"] / "model.json").is_file()
     assert (home / "snapshots" / s["data_version"] / "data.parquet").is_file()
-    events = [e["event"] for e in read_audit(LocalStore(home), "sms_spam")]
-    assert "bless" in events and "register" in events
+    store = LocalStore(home)
+    events = [e["event"] for e in read_audit(store, "sms_spam")]
+    assert "bless" in events and "register" in events and verify_audit(store, "sms_spam") == []
+    # the run claimed its id, and the registration kept the policy file the approval rules will come from
+    assert json.loads((home / "runs" / s["run_id"] / "claim.json").read_text())["kind"] == "training"
+    rec = get_version(store, "sms_spam/1")
+    assert read_policy_file(store, rec.lineage["policy_digest"]) == read_policy_bytes("sms_spam")[0]
+    assert rec.created_principal and rec.created_principal == str(principal_for(store.uri))
 
     status = run_cli(["status", "--json"], hg_env)
     assert status.returncode == 0, status.stderr

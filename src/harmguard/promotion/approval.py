@@ -4,16 +4,21 @@ An approval is an audit event (``registry/<policy>/audit/``) bound to the versio
 thresholds version, with who, when, why and when it expires. Version records are immutable, so the binding is a
 second lock: promotion re-reads the record and refuses an approval whose digests differ from it.
 
-Rules (``ApprovalRules``, from the policy):
+Who decides is an authenticated **principal** (``harmguard.registry.principal``: the Kubeflow/Argo user or service
+account in a cluster, the Google account of a ``gs://`` home, else the OS account), kept beside the display name the
+person gives (``--by``). The display name is free text and proves nothing.
+
+Rules (``ApprovalRules``) come from the policy file **recorded at registration** (stored by digest under
+``policies/<sha256>.yaml``, ``ApprovalRules.for_version``), never from a file named at approval or promotion time:
 
 - approving a version the gate did not bless is refused unless ``override_gate`` is given with a reason; the
   override is written as its own ``override`` event (shown by ``harmguard status``) before the ``approve`` event;
-- the approver must differ from whoever started the run (``created_by`` of the version) unless the policy sets
-  ``allow_self_approval``;
-- an approval expires ``approval_ttl_hours`` after it was given (the expiry is written into the event, so changing
-  the policy later does not change what was approved);
-- the latest decision about a version wins: a reject after an approval withdraws it, a new approval after a reject
-  restores it.
+- the approver's principal must differ from the principal that registered the version unless the policy sets
+  ``allow_self_approval`` (versions registered before principals were kept compare display names);
+- an approval expires ``approval_ttl_hours`` after it was given (at most ``MAX_APPROVAL_TTL_HOURS``; the expiry is
+  written into the event);
+- the latest decision about a version (in audit-chain order, not by anyone's clock) wins: a reject after an approval
+  withdraws it, a new approval after a reject restores it.
 
 Time comes from an injectable ``clock`` (a function returning an aware UTC datetime) so expiry is testable.
 """
@@ -25,9 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from harmguard.policy import load_policy
-from harmguard.registry import VersionRecord, append_audit, get_version, read_audit
-from harmguard.storage import ArtifactStore
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harmguard.policy import MAX_APPROVAL_TTL_HOURS
+from harmguard.registry import VersionRecord, append_audit, get_version, read_audit, read_policy_file
+from harmguard.registry.principal import Principal, principal_for
+from harmguard.storage import ArtifactStore, StoreError
 
 Clock = Callable[[], datetime]
 DECISIONS = ("approve", "reject")
@@ -42,18 +51,53 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _ApprovalSettings(BaseModel):
+    """The approval fields of a policy file (the rest of the file is not read here)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    allow_self_approval: bool = Field(default=False, description="Whether the registering principal may approve.")
+    approval_ttl_hours: float = Field(
+        default=72.0, gt=0, le=MAX_APPROVAL_TTL_HOURS, description="Hours an approval stays valid."
+    )
+
+
 @dataclass(frozen=True)
 class ApprovalRules:
     """The approval settings of a policy."""
 
-    allow_self_approval: bool = False  # whether the run's starter may approve their own run
+    allow_self_approval: bool = False  # whether the principal that registered a version may approve it
     ttl_hours: float = 72.0  # hours an approval stays valid
 
     @classmethod
-    def from_policy(cls, policy_ref: str) -> ApprovalRules:
-        """Rules of a policy given as a shipped name or a path (PolicyError when it cannot be loaded)."""
-        policy = load_policy(policy_ref)
-        return cls(allow_self_approval=policy.allow_self_approval, ttl_hours=policy.approval_ttl_hours)
+    def from_policy_file(cls, raw: bytes, origin: str) -> ApprovalRules:
+        """Rules from the bytes of a policy file (ApprovalError when they do not hold valid approval settings)."""
+        try:
+            doc = yaml.safe_load(raw)
+            settings = _ApprovalSettings.model_validate(doc if isinstance(doc, dict) else {})
+        except (yaml.YAMLError, ValidationError) as e:
+            raise ApprovalError(f"the approval settings of policy file {origin} are invalid: {e}") from None
+        return cls(allow_self_approval=settings.allow_self_approval, ttl_hours=settings.approval_ttl_hours)
+
+    @classmethod
+    def for_version(cls, store: ArtifactStore, record: VersionRecord) -> ApprovalRules:
+        """Rules of the policy file recorded when ``record`` was registered (by its digest in the lineage)."""
+        digest = record.lineage.get("policy_digest")
+        if not isinstance(digest, str) or not digest:
+            raise ApprovalError(
+                f"{record.version} was registered without its policy file, so its approval rules are unknown: "
+                "train and register it again"
+            )
+        try:
+            raw = read_policy_file(store, digest)
+        except FileNotFoundError:
+            raise ApprovalError(
+                f"the policy file {digest[:12]} that {record.version} was registered with is not stored in "
+                f"{store.uri_for('policies')}: its approval rules are unknown; train and register it again"
+            ) from None
+        except (StoreError, ValueError) as e:
+            raise ApprovalError(f"the policy file of {record.version} cannot be trusted: {e}") from None
+        return cls.from_policy_file(raw, f"policies/{digest}.yaml")
 
 
 def _binding(record: VersionRecord) -> dict[str, Any]:
@@ -71,13 +115,28 @@ def _require_reason(reason: str, what: str) -> str:
     return reason.strip()
 
 
+def _acting(store: ArtifactStore, principal: Principal | str | None, by: str | None) -> tuple[str, str]:
+    """``(principal id, display name)`` of whoever decides; the display name defaults to the principal's name."""
+    actor = principal if principal is not None else principal_for(store.uri)
+    name = actor.name if isinstance(actor, Principal) else str(actor).partition(":")[2] or str(actor)
+    display = (by or "").strip() or name
+    return str(actor), display
+
+
+def is_self_approval(record: VersionRecord, principal: str | None, display: str) -> bool:
+    """Whether the decider is whoever registered the version: by principal; by display name for older records."""
+    if record.created_principal and principal:
+        return principal == record.created_principal
+    return display == record.created_by
+
+
 def approve_version(
     store: ArtifactStore,
     version: str,
     *,
-    by: str,
     reason: str,
-    rules: ApprovalRules,
+    by: str | None = None,
+    principal: Principal | str | None = None,
     override_gate: bool = False,
     clock: Clock = utc_now,
 ) -> dict[str, Any]:
@@ -86,9 +145,9 @@ def approve_version(
     Args:
         store: The artifact store.
         version: ``<policy>/<n>``.
-        by: The approver.
         reason: Why (required).
-        rules: The policy's approval rules.
+        by: The approver's display name (default: the principal's name).
+        principal: The approver's authenticated principal (default: this process's, ``registry.principal``).
         override_gate: Approve although the gate did not bless the version (recorded as an ``override`` event).
         clock: Returns the current UTC time.
 
@@ -96,17 +155,17 @@ def approve_version(
         The approve event as written.
 
     Raises:
-        ApprovalError: Unblessed without override, self-approval not allowed, or no reason.
+        ApprovalError: Unblessed without override, self-approval not allowed, no reason, or no recorded policy.
         VersionNotFound: When the version does not exist.
     """
     record = get_version(store, version)
     reason = _require_reason(reason, "an approval")
-    if not by.strip():
-        raise ApprovalError("an approval needs the approver's name (--by NAME)")
-    if by == record.created_by and not rules.allow_self_approval:
+    rules = ApprovalRules.for_version(store, record)
+    actor, display = _acting(store, principal, by)
+    if is_self_approval(record, actor, display) and not rules.allow_self_approval:
         raise ApprovalError(
-            f"{by} started the run that produced {version} and cannot approve it: another person must approve "
-            "(the policy does not set allow_self_approval)"
+            f"{actor} registered {version} and cannot approve it: another person must approve "
+            "(the policy recorded at registration does not set allow_self_approval)"
         )
     if not record.blessed and not override_gate:
         failed = "; ".join(record.blessing.get("reasons") or []) or "no reasons recorded"
@@ -115,16 +174,16 @@ def approve_version(
         )
     now = clock()
     binding = _binding(record)
+    who = {"who": display, "principal": actor}
     if override_gate:
         append_audit(
             store,
             record.policy,
-            {"event": "override", "who": by, "why": reason, "when": now.isoformat(), "blessed": record.blessed}
-            | binding,
+            {"event": "override", **who, "why": reason, "when": now.isoformat(), "blessed": record.blessed} | binding,
         )
     event = {
         "event": "approve",
-        "who": by,
+        **who,
         "why": reason,
         "when": now.isoformat(),
         "expires_at": (now + timedelta(hours=rules.ttl_hours)).isoformat(),
@@ -134,8 +193,16 @@ def approve_version(
     return event
 
 
-def reject_version(store: ArtifactStore, version: str, *, by: str, reason: str, clock: Clock = utc_now) -> dict:
-    """Record a rejection of this version (it withdraws any earlier approval).
+def reject_version(
+    store: ArtifactStore,
+    version: str,
+    *,
+    reason: str,
+    by: str | None = None,
+    principal: Principal | str | None = None,
+    clock: Clock = utc_now,
+) -> dict[str, Any]:
+    """Record a rejection of this version (it withdraws any earlier approval, and bars rollbacks to it).
 
     Raises:
         ApprovalError: Without a reason.
@@ -143,7 +210,9 @@ def reject_version(store: ArtifactStore, version: str, *, by: str, reason: str, 
     """
     record = get_version(store, version)
     reason = _require_reason(reason, "a rejection")
-    event = {"event": "reject", "who": by, "why": reason, "when": clock().isoformat()} | _binding(record)
+    actor, display = _acting(store, principal, by)
+    event = {"event": "reject", "who": display, "principal": actor, "why": reason, "when": clock().isoformat()}
+    event |= _binding(record)
     append_audit(store, record.policy, event)
     return event
 
@@ -187,18 +256,17 @@ def check_approval(
             f"the approval of {record.version} by {decision['who']} at {decision['when']} expired at "
             f"{decision['expires_at']}: approve it again"
         )
-    if decision["who"] == record.created_by and not rules.allow_self_approval:
-        raise ApprovalError(f"{record.version} was approved by its own run's starter {decision['who']}")
+    if is_self_approval(record, decision.get("principal"), decision["who"]) and not rules.allow_self_approval:
+        who = decision.get("principal") or decision["who"]
+        raise ApprovalError(f"{record.version} was approved by {who}, who registered it")
     if not record.blessed and not decision.get("override_gate"):
         raise ApprovalError(f"{record.version} was not blessed and its approval does not override the gate")
     return decision
 
 
-def valid_approval(
-    store: ArtifactStore, record: VersionRecord, rules: ApprovalRules, clock: Clock = utc_now
-) -> dict[str, Any]:
-    """``check_approval`` against the stored audit log and the clock."""
-    return check_approval(record, read_audit(store, record.policy), rules, clock())
+def valid_approval(store: ArtifactStore, record: VersionRecord, clock: Clock = utc_now) -> dict[str, Any]:
+    """``check_approval`` against the stored audit log, the rules recorded at registration and the clock."""
+    return check_approval(record, read_audit(store, record.policy), ApprovalRules.for_version(store, record), clock())
 
 
 def approval_overview(
@@ -215,15 +283,29 @@ def approval_overview(
     for version in sorted({str(e["version"]) for e in events if e.get("event") == "approve"}):
         decision = latest_decision(events, version)
         if decision and decision["event"] == "approve" and now < datetime.fromisoformat(decision["expires_at"]):
-            approved.append({"version": version, "by": decision["who"], "expires_at": decision["expires_at"]})
+            approved.append(
+                {
+                    "version": version,
+                    "by": decision["who"],
+                    "principal": decision.get("principal"),
+                    "expires_at": decision["expires_at"],
+                }
+            )
     overrides = [
-        {"version": e.get("version"), "by": e["who"], "when": e["when"], "why": e.get("why", "")}
+        {
+            "version": e.get("version"),
+            "by": e["who"],
+            "principal": e.get("principal"),
+            "when": e["when"],
+            "why": e.get("why", ""),
+        }
         for e in events
         if e.get("event") == "override"
     ]
+    shown = [e for e in events if e.get("event") != "intent"]  # an open intent shows under `unfinished`
     recent = [
-        {k: e.get(k) for k in ("event", "who", "when", "why", "version", "from", "to")}
-        for e in events[-last:]
+        {k: e.get(k) for k in ("event", "who", "principal", "when", "why", "version", "from", "to", "seq")}
+        for e in shown[-last:]
         if last > 0
     ]
     return {"approved": approved, "overrides": overrides, "last_events": recent}

@@ -15,9 +15,12 @@ Promotion runs these checks in order; each refuses with ``PromotionRefused`` say
 5. **deploy**: the RayService patch is rendered and a running local server gets the new ``user_config``
    (``harmguard.promotion.deploy``).
 
-Rollback moves ``champion`` back to ``pointer.previous`` through the same compare-and-swap, audited as ``rollback``
-(the restored model's digest is verified first; a second rollback goes back again, to the version rolled back
-from). A **thresholds-only change** is a new version of the same model digest with new thresholds
+Rollback moves ``champion`` back to ``pointer.previous`` through the same compare-and-swap, audited as ``rollback``.
+The version it restores must pass what a promotion of it would: a valid approval (bound to its digests, not expired,
+no reject after it: ``check_approval``) and its model digest recomputed. Without one, only an audited override
+(``override=True`` with the reason, written as an ``override`` event before the swap) restores it: a second rollback
+goes back to the version rolled back from, so a version rejected in between is not re-promoted by accident. A
+**thresholds-only change** is a new version of the same model digest with new thresholds
 (``register_thresholds_change``): its blessing says the operating metrics were not re-measured, so it is unblessed
 and approving it takes ``--override-gate`` with a reason; it is then promoted like any version.
 """
@@ -31,7 +34,7 @@ from typing import Any
 from harmguard.digests import canonical_json, sha256_bytes, thresholds_version
 from harmguard.models.base import ModelError
 from harmguard.models.loading import load_model
-from harmguard.promotion.approval import ApprovalError, ApprovalRules, Clock, utc_now, valid_approval
+from harmguard.promotion.approval import ApprovalError, Clock, utc_now, valid_approval
 from harmguard.promotion.deploy import deploy_version
 from harmguard.promotion.golden import measure_golden, meets, required_agreement
 from harmguard.registry import (
@@ -71,12 +74,10 @@ def verify_artifact(store: ArtifactStore, record: VersionRecord) -> Path:
         raise PromotionRefused(f"{record.version}: {e}") from e
 
 
-def check_approved(
-    store: ArtifactStore, record: VersionRecord, rules: ApprovalRules, clock: Clock = utc_now
-) -> dict[str, Any]:
-    """The valid approval of a version, or PromotionRefused saying why there is none."""
+def check_approved(store: ArtifactStore, record: VersionRecord, clock: Clock = utc_now) -> dict[str, Any]:
+    """The valid approval of a version under the rules recorded at its registration, or PromotionRefused."""
     try:
-        return valid_approval(store, record, rules, clock)
+        return valid_approval(store, record, clock)
     except ApprovalError as e:
         raise PromotionRefused(str(e)) from e
 
@@ -138,11 +139,10 @@ def move_champion(
     *,
     expected_champion: str | None,
     by: str,
-    rules: ApprovalRules,
     clock: Clock = utc_now,
 ) -> AliasPointer:
     """Check approval and digest once more, then compare-and-swap ``champion`` from ``expected_champion``."""
-    approval = check_approved(store, record, rules, clock)
+    approval = check_approved(store, record, clock)
     verify_artifact(store, record)
     reason = f"approved by {approval['who']} at {approval['when']}: {approval.get('why', '')}"
     try:
@@ -156,6 +156,7 @@ def move_champion(
             by=by,
             reason=reason,
             event="promote",
+            extra={"approval_seq": approval.get("seq"), "approved_by": approval.get("principal")},
         )
     except LostRace as e:
         raise PromotionRefused(f"another promotion won: {e}") from e
@@ -167,7 +168,6 @@ def promote_version(
     version: str,
     *,
     by: str,
-    rules: ApprovalRules,
     run_id: str,
     clock: Clock = utc_now,
     golden_path: str | Path | None = None,
@@ -181,23 +181,46 @@ def promote_version(
         PromotionRefused: At the first failing step; the champion is unchanged.
     """
     record = load_record(store, version)
-    check_approved(store, record, rules, clock)
+    check_approved(store, record, clock)
     verify_artifact(store, record)
     expected = check_champion(store, record)
     infra = validate_infra(store, record, golden_path)
-    pointer = move_champion(store, settings, record, expected_champion=expected, by=by, rules=rules, clock=clock)
+    pointer = move_champion(store, settings, record, expected_champion=expected, by=by, clock=clock)
 
     deployed = deploy_version(store, record, run_id)
     return {"version": version, "previous": pointer.previous, "infra": infra, "deploy": deployed}
 
 
 def rollback_champion(
-    store: ArtifactStore, settings: Settings, policy: str, *, by: str, reason: str, run_id: str
+    store: ArtifactStore,
+    settings: Settings,
+    policy: str,
+    *,
+    by: str,
+    reason: str,
+    run_id: str,
+    override: bool = False,
+    clock: Clock = utc_now,
 ) -> dict[str, Any]:
     """Move ``champion`` back to the version it pointed to before, by compare-and-swap, and deploy it.
 
+    Args:
+        store: The artifact store.
+        settings: Settings (for the MLflow mirror).
+        policy: Policy name.
+        by: Who rolls back (a display name; the principal is recorded by the audit log).
+        reason: Why (required; kept in the audit log).
+        run_id: Run id for the RayService patch.
+        override: Restore the previous version although it has no valid approval (expired, rejected since, never
+            approved); written as an ``override`` event with the reason before the swap.
+        clock: Returns the current UTC time (approval expiry).
+
     Returns:
-        ``{"version" (restored), "previous" (rolled back from), "deploy"}``.
+        ``{"version" (restored), "previous" (rolled back from), "deploy", "approval" or "override"}``.
+
+    Raises:
+        PromotionRefused: No champion or previous version, a target without a valid approval (and no override), a
+            changed model, or a champion that moved meanwhile.
     """
     if not reason.strip():
         raise PromotionRefused("a rollback needs a reason (--reason TEXT): it is kept in the audit log")
@@ -209,6 +232,31 @@ def rollback_champion(
     target = load_record(store, current.previous)
     verify_artifact(store, target)
     try:
+        approval: dict[str, Any] | None = valid_approval(store, target, clock)
+    except ApprovalError as e:
+        if not override:
+            raise PromotionRefused(
+                f"cannot roll back to {target.version}: {e}. Approve it again, or roll back with --override and a "
+                "reason (audited)"
+            ) from e
+        approval = None
+        append_audit(
+            store,
+            policy,
+            {
+                "event": "override",
+                "who": by,
+                "why": reason,
+                "when": clock().isoformat(),
+                "version": target.version,
+                "model_digest": target.model_digest,
+                "blessing_digest": target.blessing_digest,
+                "thresholds_version": target.thresholds_version,
+                "action": "rollback",
+                "overridden": str(e),
+            },
+        )
+    try:
         move_alias(
             store,
             settings,
@@ -219,11 +267,14 @@ def rollback_champion(
             by=by,
             reason=reason,
             event="rollback",
+            extra={"approval_seq": approval.get("seq") if approval else None, "override": approval is None},
         )
     except LostRace as e:
         raise PromotionRefused(f"the champion moved during the rollback: {e}") from e
 
-    return {"version": target.version, "previous": current.version, "deploy": deploy_version(store, target, run_id)}
+    deployed = deploy_version(store, target, run_id)
+    result = {"version": target.version, "previous": current.version, "deploy": deployed}
+    return result | ({"approval": approval} if approval else {"override": True})
 
 
 def register_thresholds_change(

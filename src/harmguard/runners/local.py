@@ -27,7 +27,7 @@ from harmguard.pipelines.training import training_pipeline
 from harmguard.policy import load_policy
 from harmguard.promotion.promote import load_record
 from harmguard.registry import read_alias
-from harmguard.registry.runs import new_run_id, read_record
+from harmguard.registry.runs import claim_run_id, new_run_id, read_record
 from harmguard.runners import kfp_local
 from harmguard.settings import Settings
 from harmguard.steps import STEP_TITLES
@@ -189,6 +189,7 @@ def run_training(
     elif labels_until or labels_watermark is not None:
         raise LabelsCutError(f"policy {pol.name} takes no imported labels: --labels-* options do not apply")
     run_id = new_run_id(pol.name)
+    claim_run_id(open_store(settings.home), run_id, kind="training", by=started_by)
     arguments = {
         "policy": policy,
         "data_uri": data_uri,
@@ -263,13 +264,17 @@ def summarize(store: Any, run_id: str, policy: str, *, error: str | None, steps:
 
 
 def run_promotion(
-    settings: Settings, *, version: str, promoted_by: str, policy_ref: str = "", console: Console | None = None
+    settings: Settings, *, version: str, promoted_by: str, console: Console | None = None
 ) -> dict[str, Any]:
-    """Run the promotion pipeline locally through kfp.local (as ``harmguard.runners.local`` runs training)."""
+    """Run the promotion pipeline locally through kfp.local (as ``harmguard.runners.local`` runs training).
+
+    The approval rules are those of the policy recorded when the version was registered.
+    """
     store = open_store(settings.home)
     rec = load_record(store, version)  # an unknown version fails here, before any step
     run_id = new_run_id(f"{rec.policy}-promote")
-    arguments = {"version": version, "policy": policy_ref, "promoted_by": promoted_by, "run_id": run_id}
+    claim_run_id(store, run_id, kind="promotion", by=promoted_by)
+    arguments = {"version": version, "promoted_by": promoted_by, "run_id": run_id}
     done = execute_locally(
         settings,
         run_id,

@@ -10,11 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from harmguard.policy import PolicyError
-from harmguard.promotion.approval import ApprovalRules
 from harmguard.promotion.deploy import deploy_version
 from harmguard.promotion.promote import (
-    PromotionRefused,
     check_approved,
     check_champion,
     load_record,
@@ -29,14 +26,6 @@ from harmguard.storage import ArtifactStore
 STEPS = ("verify-approval", "check-champion", "validate-infra", "move-champion", "deploy")
 
 
-def approval_rules(policy_ref: str, policy_name: str) -> ApprovalRules:
-    """Approval rules from ``policy_ref`` (a shipped name or path), else from the shipped policy of the version."""
-    try:
-        return ApprovalRules.from_policy(policy_ref or policy_name)
-    except PolicyError as e:
-        raise PromotionRefused(f"{e}; pass the policy file with --policy PATH") from e
-
-
 @contextlib.contextmanager
 def _refusals(store: ArtifactStore, run_id: str, step: str) -> Iterator[None]:
     try:
@@ -46,12 +35,12 @@ def _refusals(store: ArtifactStore, run_id: str, step: str) -> Iterator[None]:
         raise
 
 
-def verify_approval_step(version: str, policy_ref: str, run_id: str) -> str:
-    """Valid approval and an unchanged model. Returns the verified model digest."""
+def verify_approval_step(version: str, run_id: str) -> str:
+    """Valid approval (rules of the policy recorded at registration) and an unchanged model. Returns the digest."""
     _, store = step_context()
     with _refusals(store, run_id, "verify-approval"):
         rec = load_record(store, version)
-        approval = check_approved(store, rec, approval_rules(policy_ref, rec.policy))
+        approval = check_approved(store, rec)
         verify_artifact(store, rec)
     record(store, run_id, "promotion-verify", {"version": version, "approval": approval})
     return rec.model_digest
@@ -75,7 +64,7 @@ def validate_infra_step(version: str, run_id: str) -> float:
     return -1.0 if result.get("agreement") is None else float(result["agreement"])
 
 
-def move_champion_step(version: str, policy_ref: str, expected_champion: str, promoted_by: str, run_id: str) -> str:
+def move_champion_step(version: str, expected_champion: str, promoted_by: str, run_id: str) -> str:
     """Compare-and-swap ``champion`` from the champion seen by the check step. Returns the previous champion."""
     settings, store = step_context()
     with _refusals(store, run_id, "move-champion"):
@@ -86,7 +75,6 @@ def move_champion_step(version: str, policy_ref: str, expected_champion: str, pr
             rec,
             expected_champion=expected_champion or None,
             by=promoted_by,
-            rules=approval_rules(policy_ref, rec.policy),
         )
     record(store, run_id, "promotion-move", pointer.model_dump())
     return pointer.previous or ""

@@ -24,7 +24,7 @@ from harmguard.evaluation.gate import run_gate
 from harmguard.evaluation.metrics import flatten
 from harmguard.lineage import git_commit, lock_digest
 from harmguard.models.loading import load_model
-from harmguard.policy import ColumnMap, load_policy, policy_digest
+from harmguard.policy import ColumnMap, load_policy, policy_digest, read_policy_bytes
 from harmguard.promotion.golden import measure_golden
 from harmguard.registry import append_audit, move_alias, read_alias, register_version
 from harmguard.registry.experiment import log_run, training_params
@@ -273,6 +273,7 @@ def register_step(
         mlflow_run_id=blessing.get("mlflow_run_id"),
         family=family,
         by=started_by,
+        policy_file=read_policy_bytes(policy_ref)[0],  # kept by digest: approvals read their rules from it
     )
     append_audit(
         store,
