@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -20,8 +23,19 @@ from harmguard.models.loading import (
     ModelDigestMismatch,  # noqa: E402
     load_model,
 )
-from harmguard.serving.config import MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
-from harmguard.serving.local import ServeError, apply_user_config, deploy_app, start_app
+from harmguard.promotion.deploy import DeployError, deploy_version
+from harmguard.registry import get_version, move_alias, read_alias, register_version
+from harmguard.serving.admin import (
+    MAX_ADMIN_BODY,
+    AdminServer,
+    AdminTokenError,
+    admin_token_path,
+    create_admin_token,
+    read_admin_token,
+)
+from harmguard.serving.config import ENDPOINT_KEY, MODEL_DEPLOYMENT, Batching, Limits, ServeArgs, UserConfig
+from harmguard.serving.local import ServeError, apply_user_config, deploy_app, serve_push, start_app
+from harmguard.storage import LocalStore
 
 APP = "harmguard"
 LIMITS = Limits(max_body_bytes=64 * 1024, max_texts_per_request=8, max_chars_per_text=500, request_timeout_s=20)
@@ -78,7 +92,7 @@ def models(tmp_path_factory):
         folder.parent.mkdir(exist_ok=True)
         tmp.rename(folder)
         folders.append(folder)
-    return {"a": folders[0], "b": folders[1], "texts": test_texts}
+    return {"a": folders[0], "b": folders[1], "texts": test_texts, "home": home, "settings": settings}
 
 
 @pytest.fixture(scope="module")
@@ -425,3 +439,177 @@ def test_readyz_names_no_paths_or_buckets(srv, models, tmp_path):
     assert doc["last_refusal"] in {"FileNotFoundError", "ModelDigestMismatch"}
     assert set(doc) <= {"ready", "policy", "model_version", "model_digest", "thresholds_version", "shadow_version",
                         "last_refusal", "refused_version"}  # fmt: skip
+
+
+# --- the local admin route -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registry(models):
+    """sms_spam/1 (model a, 0.5) and sms_spam/2 (model b, 0.3) registered in the models' home; champion: 1."""
+    store = LocalStore(models["home"])
+    versions = {}
+    for name, thresholds in (("a", {"spam": 0.5}), ("b", {"spam": 0.3})):
+        versions[name] = register_version(
+            store, models["settings"], policy="sms_spam", model_digest=model_digest(models[name]),
+            thresholds=thresholds, blessing={"blessed": True}, metrics={}, lineage={}, run_id="r-serving",
+            mlflow_run_id=None, family="baseline", by="test",
+        )  # fmt: skip
+    assert [v.version for v in versions.values()] == ["sms_spam/1", "sms_spam/2"]
+    move_alias(store, models["settings"], policy="sms_spam", alias="champion", to_version="sms_spam/1",
+               expected_version=None, by="test", reason="serving tests")  # fmt: skip
+    return {"store": store, **versions}
+
+
+@pytest.fixture
+def admin(srv, models, registry):
+    """The admin route of a running server, pumped as `harmguard serve` does, with its token file."""
+    store = registry["store"]
+    token = create_admin_token(admin_token_path(store))
+    server = AdminServer(token).start()
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            push = server.next_push(timeout=0.1)
+            if push is not None:
+                version, reply = push
+                status, answer, srv["args"] = serve_push(store, srv["args"], version, app_name=APP)
+                reply.put((status, answer))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    yield {"url": server.url, "token": token, "store": store}
+    stop.set()
+    thread.join(timeout=30)
+    server.close()
+    admin_token_path(store).unlink(missing_ok=True)
+    current, _ = read_alias(store, "sms_spam", "champion")
+    if current is not None and current.version != "sms_spam/1":  # leave the champion as the module set it
+        move_alias(store, models["settings"], policy="sms_spam", alias="champion", to_version="sms_spam/1",
+                   expected_version=current.version, by="test", reason="reset")  # fmt: skip
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """A raw POST: the headers exactly as given (no Content-Length added), then the body."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("POST", parts.path, skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        if body:
+            conn.send(body)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    except (ConnectionResetError, BrokenPipeError):  # the server answered early and closed
+        return 0, {}
+    finally:
+        conn.close()
+
+
+def _served(srv) -> dict:
+    return requests.get(f"{srv['url']}/readyz", timeout=10).json()
+
+
+def test_admin_token_file_is_private_and_checked(admin, tmp_path):
+    path = admin_token_path(admin["store"])
+    assert (path.stat().st_mode & 0o777) == 0o600 and read_admin_token(path) == admin["token"]
+    path.chmod(0o644)
+    try:
+        with pytest.raises(AdminTokenError, match="mode 0600"):
+            read_admin_token(path)
+    finally:
+        path.chmod(0o600)
+    link = tmp_path / "token-link"
+    link.symlink_to(path)
+    with pytest.raises(AdminTokenError, match="link"):
+        read_admin_token(link)
+    with pytest.raises(AdminTokenError, match="harmguard serve"):
+        read_admin_token(tmp_path / "absent")
+
+
+def test_admin_route_refuses_every_forged_push(admin, srv, registry):
+    url, token = admin["url"], admin["token"]
+    good = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    two = json.dumps({"version": "sms_spam/2"}).encode()
+    one = json.dumps({"version": "sms_spam/1"}).encode()
+
+    def sized(body: bytes, headers: dict[str, str], status: int) -> tuple[bytes, dict[str, str], int]:
+        return body, {**headers, "Content-Length": str(len(body))}, status
+
+    attacks = {
+        # name: (body, headers, expected status)
+        "no token": sized(two, {"Content-Type": "application/json"}, 401),
+        "wrong token": sized(two, {**good, "Authorization": "Bearer " + "x" * len(token)}, 401),
+        "token as basic auth": sized(two, {**good, "Authorization": f"Basic {token}"}, 401),
+        "not the champion": sized(two, good, 409),
+        "another policy": sized(b'{"version": "davidson2017/1"}', good, 409),
+        "not a version": sized(b'{"version": "x"}', good, 422),
+        "version not a string": sized(b'{"version": 2}', good, 422),
+        "no version": sized(b'{"thresholds": {"spam": 0.0}}', good, 422),
+        "negative length": (one, {**good, "Content-Length": "-1"}, 400),
+        "signed length": (one, {**good, "Content-Length": "+25"}, 400),
+        "text length": (one, {**good, "Content-Length": "abc"}, 400),
+        "missing length": (b"", good, 411),
+        "chunked": (b"19\r\n" + one + b"\r\n0\r\n\r\n", {**good, "Transfer-Encoding": "chunked"}, 400),
+        "declared oversized": (one, {**good, "Content-Length": str(10**9)}, 413),
+        "oversized body": (b" " * (MAX_ADMIN_BODY + 1), {**good, "Content-Length": str(MAX_ADMIN_BODY + 1)}, 413),
+        "not json": sized(b"version=sms_spam/1", good, 400),
+        "not utf-8": sized(b'{"version": "\xff"}', good, 400),
+        "json list": sized(b'["sms_spam/1"]', good, 422),
+    }
+    for name, (body, headers, status) in attacks.items():
+        got, doc = _post(url, body, headers)
+        assert got == status, (name, got, doc)
+        assert "error" in doc, name
+    r = requests.post(url.replace("/user_config", "/other"), data=one, headers=good, timeout=10)
+    assert r.status_code == 404
+    assert requests.get(url, headers=good, timeout=10).status_code == 501
+    ready = _served(srv)
+    assert ready["model_version"] == "sms_spam/1" and ready["thresholds_version"] == srv["base"].thresholds_version
+
+
+def test_admin_route_serves_the_champion_from_the_registry_ignoring_forged_fields(admin, srv, models, registry):
+    """The champion moves to 2; a push naming 2 with forged thresholds, digest and URI serves the registry's 2."""
+    store, url = admin["store"], admin["url"]
+    move_alias(store, models["settings"], policy="sms_spam", alias="champion", to_version="sms_spam/2",
+               expected_version="sms_spam/1", by="test", reason="promotion under test")  # fmt: skip
+    all_spam = {"spam": 0.0}  # forged: every text would be flagged
+    forged = {
+        "version": "sms_spam/2",
+        "thresholds": all_spam,
+        "thresholds_version": thresholds_version(all_spam),
+        "model_digest": model_digest(models["a"]),
+        "model_uri": str(models["a"]),
+        "policy": "other",
+    }
+    r = requests.post(url, json=forged, headers={"Authorization": f"Bearer {admin['token']}"}, timeout=120)
+    assert r.status_code == 200, r.text
+    two = registry["b"]
+    assert r.json() == {"applied": True, "version": "sms_spam/2", "thresholds_version": two.thresholds_version}
+    ready = _served(srv)
+    assert (ready["model_version"], ready["model_digest"], ready["thresholds_version"]) == (
+        "sms_spam/2", two.model_digest, two.thresholds_version)  # fmt: skip
+    body = _classify(srv["url"], ["see you at lunch?"])
+    assert body["model_version"] == "sms_spam/2" and body["thresholds_version"] == thresholds_version({"spam": 0.3})
+
+    # A rollback: the pointer moves back first, then promotion's deploy step pushes (reading the token file).
+    move_alias(store, models["settings"], policy="sms_spam", alias="champion", to_version="sms_spam/1",
+               expected_version="sms_spam/2", by="test", reason="rollback under test")  # fmt: skip
+    store.write_atomic(ENDPOINT_KEY, json.dumps({"user_config_url": url, "pid": os.getpid()}).encode())
+    try:
+        result = deploy_version(store, get_version(store, "sms_spam/1"), "r-rollback")
+        assert result["pushed"] and "HTTP 200" in result["note"]
+        assert _served(srv)["model_version"] == "sms_spam/1"
+        # Pushing a version that is not the champion any more is refused, and the promotion says why.
+        with pytest.raises(DeployError, match="HTTP 409.*not the champion"):
+            deploy_version(store, get_version(store, "sms_spam/2"), "r-stale")
+        # Without the token file (another user's server, or none), nothing is sent.
+        admin_token_path(store).unlink()
+        with pytest.raises(DeployError, match="no admin token"):
+            deploy_version(store, get_version(store, "sms_spam/1"), "r-no-token")
+    finally:
+        store.path(ENDPOINT_KEY).unlink(missing_ok=True)
+    assert _served(srv)["model_version"] == "sms_spam/1"

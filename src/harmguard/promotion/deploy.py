@@ -6,20 +6,25 @@ new ``user_config``:
 - on a cluster, the RayService's ``serveConfigV2`` carries it; ``render_rayservice_patch`` writes a merge patch
   (``kubectl patch rayservice <name> --type merge --patch-file rayservice-patch.yaml``) into ``runs/<run-id>/``;
 - locally, a server started by ``harmguard serve`` (issue #7) announces itself in
-  ``HARMGUARD_HOME/serve/endpoint.json`` as ``{"user_config_url": "http://127.0.0.1:8000/...", "pid": 1234}``;
-  the new ``user_config`` is POSTed there as JSON. No file, or a file whose ``pid`` is not alive: no server,
-  nothing pushed (and the result says so).
+  ``HARMGUARD_HOME/serve/endpoint.json`` as ``{"user_config_url": "http://127.0.0.1:8000/...", "pid": 1234}``.
+  After ``champion`` moved (promotion and rollback move the pointer first), the version id is POSTed there with the
+  server's per-start admin token (``harmguard.serving.admin``): the server resolves the rest from the registry and
+  serves the version only while it is the champion. No file, or a file whose ``pid`` is not alive: no server,
+  nothing pushed (and the result says so). The token goes only to a loopback URL.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 import yaml
 
 from harmguard.registry import VersionRecord
+from harmguard.serving.admin import AdminTokenError, admin_token_path, read_admin_token
 from harmguard.serving.config import ENDPOINT_KEY, Autoscaling, ServeArgs, build_serve_config, user_config_for
 from harmguard.serving.local import find_local_server
 from harmguard.storage import ArtifactStore
@@ -50,15 +55,30 @@ def render_rayservice_patch(record: VersionRecord) -> str:
     return header + yaml.safe_dump(patch, sort_keys=False)
 
 
-def push_user_config(url: str, config: dict[str, Any], timeout: float = PUSH_TIMEOUT_S) -> int:
-    """POST a user_config to a server; returns the HTTP status (DeployError on failure)."""
-    body = json.dumps(config).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+def push_version(url: str, version: str, token: str, timeout: float = PUSH_TIMEOUT_S) -> int:
+    """POST a version id to a local server's admin route with its admin token; returns the HTTP status.
+
+    Raises:
+        DeployError: When the URL is not on loopback (the token never leaves the machine), the server refused the
+            version (its answer says why) or could not be reached.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise DeployError(f"refusing to send the admin token to {url}: a local server's route is on 127.0.0.1")
+    body = json.dumps({"version": version}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - a local URL the server wrote
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback, checked above
             return int(resp.status)
+    except urllib.error.HTTPError as e:
+        try:
+            why = json.loads(e.read()).get("error", "")
+        except (ValueError, AttributeError):
+            why = ""
+        raise DeployError(f"the local server at {url} refused {version} (HTTP {e.code}): {why}") from e
     except OSError as e:
-        raise DeployError(f"pushing the new user_config to {url} failed: {e}") from e
+        raise DeployError(f"pushing {version} to {url} failed: {e}") from e
 
 
 def deploy_version(store: ArtifactStore, record: VersionRecord, run_id: str) -> dict[str, Any]:
@@ -75,6 +95,10 @@ def deploy_version(store: ArtifactStore, record: VersionRecord, run_id: str) -> 
         result["note"] = f"no local server running ({ENDPOINT_KEY} absent or stale): nothing pushed"
         return result
     result["server"] = server["user_config_url"]
-    status = push_user_config(server["user_config_url"], user_config_for(record).dump())
+    try:
+        token = read_admin_token(admin_token_path(store))
+    except AdminTokenError as e:
+        raise DeployError(f"cannot push {record.version} to the local server: {e}") from e
+    status = push_version(server["user_config_url"], record.version, token)
     result.update(pushed=True, note=f"pushed to {server['user_config_url']} (HTTP {status})")
     return result

@@ -1,11 +1,13 @@
-"""Serving on this machine: pick the version, run the Serve app on loopback, push new user_configs, stop it.
+"""Serving on this machine: pick the version, run the Serve app on loopback, serve pushed champions, stop it.
 
 ``harmguard serve`` runs ``run_local_server`` in the foreground. It announces itself in
-``HARMGUARD_HOME/serve/endpoint.json`` (``url``, ``user_config_url``, ``pid``, ``policy``, ``version``...). A new
-``user_config`` (``harmguard.promotion.deploy`` POSTs it on promotion) goes to ``user_config_url``, a route of a small
-admin server bound to 127.0.0.1 only (loopback is the authentication); the server verifies the model digest and
-redeploys the application with the new ``user_config``, which Serve applies to the running replicas through
-``reconfigure``. A process that is itself the Ray driver (tests, notebooks) calls ``apply_user_config`` directly.
+``HARMGUARD_HOME/serve/endpoint.json`` (``url``, ``user_config_url``, ``pid``, ``policy``, ``version``...). After a
+promotion or rollback moves ``champion``, ``harmguard.promotion.deploy`` POSTs the version id to ``user_config_url``,
+the admin route (``harmguard.serving.admin``: 127.0.0.1 only, a per-start token from an owner-only file); the server
+takes model, digest and thresholds from the registry, serves the version only while ``champion`` names it, verifies
+the model digest and redeploys the application with the new ``user_config``, which Serve applies to the running
+replicas through ``reconfigure``. A process that is itself the Ray driver (tests, notebooks) calls
+``apply_user_config`` directly.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import signal
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +27,7 @@ from harmguard.models.base import read_model_meta
 from harmguard.models.decide import check_thresholds
 from harmguard.models.loading import ModelDigestMismatch, verify_model_dir
 from harmguard.registry import VersionRecord, get_version, read_alias
+from harmguard.serving.admin import AdminServer, NotChampion, admin_token_path, champion_user_config, create_admin_token
 from harmguard.serving.config import (
     ENDPOINT_KEY,
     MODEL_DEPLOYMENT,
@@ -37,9 +38,6 @@ from harmguard.serving.config import (
 from harmguard.storage import ArtifactStore, LocalStore
 
 logger = logging.getLogger("harmguard.serving")
-
-ADMIN_PATH = "/user_config"
-_MAX_ADMIN_BODY = 1 << 20
 
 
 class ServeError(RuntimeError):
@@ -153,51 +151,43 @@ def apply_user_config(args: ServeArgs, new: UserConfig | dict[str, Any], *, app_
     return updated
 
 
-def _admin_server(requests: queue.Queue[tuple[dict[str, Any], queue.Queue[tuple[int, dict[str, Any]]]]]) -> Any:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            if self.path != ADMIN_PATH:
-                return self._answer(404, {"error": f"POST {ADMIN_PATH}"})
-            n = int(self.headers.get("content-length") or 0)
-            if n > _MAX_ADMIN_BODY:
-                return self._answer(413, {"error": "user_config too large"})
-            try:
-                doc = json.loads(self.rfile.read(n))
-            except (ValueError, UnicodeDecodeError):
-                return self._answer(400, {"error": "body is not JSON"})
-            reply: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
-            requests.put((doc, reply))
-            self._answer(*reply.get(timeout=300))
+def serve_push(
+    store: ArtifactStore, args: ServeArgs, version: str, *, app_name: str = "harmguard"
+) -> tuple[int, dict[str, Any], ServeArgs]:
+    """Apply one authenticated push: serve ``version`` if it is the champion now (``admin.champion_user_config``).
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server API
-            logger.info("admin: " + format, *args)
-
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Returns:
+        ``(HTTP status, answer, the application arguments now served)``; on a refusal the arguments are unchanged.
+    """
+    assert args.user_config is not None  # a running server always serves one
+    try:
+        cfg = champion_user_config(store, args.user_config.policy, version)
+        updated = apply_user_config(args, cfg, app_name=app_name)
+    except NotChampion as e:
+        return 409, {"error": str(e), "applied": False}, args
+    except ModelDigestMismatch as e:
+        return 409, {"error": str(e), "applied": False}, args
+    except (ValidationError, ValueError, LookupError, FileNotFoundError, NotImplementedError) as e:
+        return 422, {"error": str(e), "applied": False}, args
+    except Exception as e:
+        return 500, {"error": f"{type(e).__name__}: {e}", "applied": False}, args
+    return 200, {"applied": True, "version": cfg.version, "thresholds_version": cfg.thresholds_version}, updated
 
 
 def run_local_server(store: ArtifactStore, args: ServeArgs, *, port: int, on_ready: Any = None) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT; applies user_configs POSTed to the admin route meanwhile."""
+    """Serve in the foreground until SIGTERM/SIGINT; serves the champion versions pushed to the admin route."""
     from ray import serve
 
     url = start_app(args, port=port)
-    inbox: queue.Queue[tuple[dict[str, Any], queue.Queue[tuple[int, dict[str, Any]]]]] = queue.Queue()
-    admin = _admin_server(inbox)
-    threading.Thread(target=admin.serve_forever, daemon=True).start()
+    token_path = admin_token_path(store)
+    admin = AdminServer(create_admin_token(token_path)).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     assert args.user_config is not None  # start_app refused otherwise
     endpoint = {
         "url": url,
-        "user_config_url": f"http://127.0.0.1:{admin.server_address[1]}{ADMIN_PATH}",
+        "user_config_url": admin.url,
         "pid": os.getpid(),
         "policy": args.user_config.policy,
         "version": args.user_config.version,
@@ -210,28 +200,22 @@ def run_local_server(store: ArtifactStore, args: ServeArgs, *, port: int, on_rea
         on_ready(endpoint)
     try:
         while not stop.is_set():
-            try:
-                doc, reply = inbox.get(timeout=0.5)
-            except queue.Empty:
+            push = admin.next_push(timeout=0.5)
+            if push is None:
                 continue
-            try:
-                args = apply_user_config(args, doc)
-            except (ValidationError, ValueError, FileNotFoundError, NotImplementedError) as e:
-                status = 409 if isinstance(e, ModelDigestMismatch) else 422
-                reply.put((status, {"error": str(e), "applied": False}))
-                continue
-            except Exception as e:
-                reply.put((500, {"error": f"{type(e).__name__}: {e}", "applied": False}))
-                continue
-            assert args.user_config is not None
-            cfg = args.user_config
-            endpoint.update(
-                version=cfg.version, model_digest=cfg.model_digest, thresholds_version=cfg.thresholds_version
-            )
-            store.write_atomic(ENDPOINT_KEY, json.dumps(endpoint, indent=2).encode())
-            reply.put((200, {"applied": True, "version": cfg.version, "thresholds_version": cfg.thresholds_version}))
+            version, reply = push
+            status, answer, args = serve_push(store, args, version)
+            if status == 200:
+                assert args.user_config is not None
+                cfg = args.user_config
+                endpoint.update(
+                    version=cfg.version, model_digest=cfg.model_digest, thresholds_version=cfg.thresholds_version
+                )
+                store.write_atomic(ENDPOINT_KEY, json.dumps(endpoint, indent=2).encode())
+            reply.put((status, answer))
     finally:
-        admin.shutdown()
+        admin.close()
+        token_path.unlink(missing_ok=True)
         _remove_endpoint(store)
         serve.shutdown()
 
