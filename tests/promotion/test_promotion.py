@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harmguard.promotion.approval import ApprovalRules, approve_version, reject_version
+from harmguard.promotion.approval import approve_version, reject_version
 from harmguard.promotion.deploy import render_rayservice_patch
 from harmguard.promotion.golden import MIN_AGREEMENT, meets, required_agreement
 from harmguard.promotion.promote import PromotionRefused, promote_version, register_thresholds_change, rollback_champion
@@ -26,7 +26,6 @@ from harmguard.storage import LocalStore
 from tests.conftest import mirror_dir, run_cli
 from tests.promotion.helpers import GOLDEN, golden_of, promote_worker, register, train_spam_model
 
-RULES = ApprovalRules(allow_self_approval=False, ttl_hours=24)
 RACERS = 8
 JOIN_TIMEOUT_S = 180
 
@@ -61,7 +60,6 @@ def digest(store: LocalStore, model_dir: Path) -> str:
 
 
 def promote(store: LocalStore, settings: Settings, version: str, **kw: Any) -> dict[str, Any]:
-    kw.setdefault("rules", RULES)
     return promote_version(store, settings, version, by="releaser", run_id=f"promote-{uuid.uuid4().hex[:6]}",
                            golden_path=GOLDEN, **kw)  # fmt: skip
 
@@ -77,7 +75,7 @@ def champion_of(store: LocalStore, policy: str) -> str | None:
 
 def test_approved_version_is_promoted_and_rolled_back(store, settings, policy, digest, golden):
     v1 = register(store, settings, policy, digest, golden=golden)
-    approve_version(store, v1.version, by="reviewer", reason="first champion", rules=RULES)
+    approve_version(store, v1.version, by="reviewer", principal="test:reviewer", reason="first champion")
     t0 = time.monotonic()
     result = promote(store, settings, v1.version)
     took = time.monotonic() - t0
@@ -95,7 +93,7 @@ def test_approved_version_is_promoted_and_rolled_back(store, settings, policy, d
         store.path(f"models/{digest}"), {"spam": 0.6}))  # fmt: skip
     with pytest.raises(PromotionRefused, match="already the champion"):
         promote(store, settings, v1.version)
-    approve_version(store, v2.version, by="reviewer", reason="better", rules=RULES)
+    approve_version(store, v2.version, by="reviewer", principal="test:reviewer", reason="better")
     assert promote(store, settings, v2.version)["previous"] == v1.version
     pointer, _ = read_alias(store, policy, "champion")
     assert pointer is not None and (pointer.version, pointer.previous) == (v2.version, v1.version)
@@ -113,6 +111,56 @@ def test_approved_version_is_promoted_and_rolled_back(store, settings, policy, d
     assert Path(restored["deploy"]["patch"]).is_file()
 
 
+def promoted_pair(store, settings, policy, digest, golden):
+    """v1 approved and promoted, then v2 (blessed against v1) approved and promoted: champion v2, previous v1."""
+    v1 = register(store, settings, policy, digest, golden=golden)
+    approve_version(store, v1.version, by="reviewer", principal="test:reviewer", reason="first")
+    promote(store, settings, v1.version)
+    v2 = register(store, settings, policy, digest, champion=v1, golden=golden)
+    approve_version(store, v2.version, by="reviewer", principal="test:reviewer", reason="second")
+    promote(store, settings, v2.version)
+    return v1, v2
+
+
+def rollback(store, settings, policy, **kw):
+    return rollback_champion(store, settings, policy, by="oncall", reason="appeals spiked", run_id="rb", **kw)
+
+
+def test_rollback_to_a_version_rejected_since_is_refused_unless_overridden(store, settings, policy, digest, golden):
+    v1, v2 = promoted_pair(store, settings, policy, digest, golden)
+    reject_version(store, v1.version, by="lead", principal="test:lead", reason="found a bias regression")
+    with pytest.raises(PromotionRefused, match=f"cannot roll back to {v1.version}: .*rejected by lead"):
+        rollback(store, settings, policy)
+    assert champion_of(store, policy) == v2.version
+    assert not [e for e in read_audit(store, policy) if e["event"] == "rollback"]
+
+    restored = rollback(store, settings, policy, override=True)
+    assert restored["version"] == v1.version and restored["override"] is True
+    events = read_audit(store, policy)
+    override = next(e for e in events if e["event"] == "override")
+    assert (override["action"], override["version"], override["why"]) == ("rollback", v1.version, "appeals spiked")
+    assert "rejected by lead" in override["overridden"]
+    done = next(e for e in events if e["event"] == "rollback")
+    assert done["override"] is True and override["seq"] < done["seq"]  # the override is written before the swap
+
+
+def test_rolling_back_twice_does_not_repromote_a_rejected_version(store, settings, policy, digest, golden):
+    v1, v2 = promoted_pair(store, settings, policy, digest, golden)
+    assert rollback(store, settings, policy)["version"] == v1.version  # v1's approval still holds
+    reject_version(store, v2.version, by="lead", principal="test:lead", reason="the reason we rolled back")
+    with pytest.raises(PromotionRefused, match=f"cannot roll back to {v2.version}: .*rejected"):
+        rollback(store, settings, policy)  # the pointer's previous is v2 now
+    assert champion_of(store, policy) == v1.version
+
+
+def test_rollback_to_a_version_whose_approval_expired_is_refused(store, settings, policy, digest, golden):
+    v1, v2 = promoted_pair(store, settings, policy, digest, golden)
+    later = lambda: datetime.now(UTC) + timedelta(hours=25)  # noqa: E731 - past the 24 h approval TTL
+    with pytest.raises(PromotionRefused, match=f"cannot roll back to {v1.version}: .*expired"):
+        rollback(store, settings, policy, clock=later)
+    assert champion_of(store, policy) == v2.version
+
+
 @pytest.mark.parametrize("case", ["unapproved", "expired", "rejected", "tampered", "stale-champion", "golden"])
 def test_refused_promotions_leave_the_champion_unchanged(store, settings, policy, digest, golden, case):
     champ = register(store, settings, policy, digest, golden=golden)
@@ -124,11 +172,11 @@ def test_refused_promotions_leave_the_champion_unchanged(store, settings, policy
     cand = register(store, settings, policy, digest, champion=blessed_against, golden=recorded)
     clock = None
     if case != "unapproved":
-        approve_version(store, cand.version, by="reviewer", reason="ok", rules=RULES)
+        approve_version(store, cand.version, by="reviewer", principal="test:reviewer", reason="ok")
     if case == "expired":
         clock = lambda: datetime.now(UTC) + timedelta(hours=25)  # noqa: E731 - past the 24 h approval TTL
     if case == "rejected":
-        reject_version(store, cand.version, by="lead", reason="flipped decisions on short texts")
+        reject_version(store, cand.version, by="lead", principal="test:lead", reason="flipped decisions on short texts")
     if case == "tampered":
         victim = sorted(p for p in store.path(f"models/{digest}").iterdir() if p.suffix == ".npy")[0]
         data = bytearray(victim.read_bytes())
@@ -155,7 +203,7 @@ def test_racing_promotions_have_exactly_one_winner(store, settings, policy, dige
                by="setup", reason="setup")  # fmt: skip
     versions = [register(store, settings, policy, digest, champion=champ, golden=golden).version for _ in range(RACERS)]
     for v in versions:
-        approve_version(store, v, by="reviewer", reason="race", rules=RULES)
+        approve_version(store, v, by="reviewer", principal="test:reviewer", reason="race")
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(RACERS), ctx.Queue()
     procs = [ctx.Process(target=promote_worker, args=(store, settings, v, start, out)) for v in versions]
@@ -176,7 +224,7 @@ def test_racing_promotions_have_exactly_one_winner(store, settings, policy, dige
 
 def test_thresholds_only_change_goes_through_approval(store, settings, policy, digest, golden):
     v1 = register(store, settings, policy, digest, golden=golden)
-    approve_version(store, v1.version, by="reviewer", reason="ok", rules=RULES)
+    approve_version(store, v1.version, by="reviewer", principal="test:reviewer", reason="ok")
     promote(store, settings, v1.version)
     v2 = register_thresholds_change(store, settings, v1.version, {"spam": 0.7}, by="analyst", reason="fewer appeals",
                                     run_id="thr-1", golden_path=GOLDEN)  # fmt: skip
@@ -186,8 +234,10 @@ def test_thresholds_only_change_goes_through_approval(store, settings, policy, d
     with pytest.raises(PromotionRefused, match="has no approval"):
         promote(store, settings, v2.version)
     with pytest.raises(Exception, match="--override-gate"):
-        approve_version(store, v2.version, by="reviewer", reason="ok", rules=RULES)
-    approve_version(store, v2.version, by="reviewer", reason="reviewed FPR", rules=RULES, override_gate=True)
+        approve_version(store, v2.version, by="reviewer", principal="test:reviewer", reason="ok")
+    approve_version(
+        store, v2.version, by="reviewer", principal="test:reviewer", reason="reviewed FPR", override_gate=True
+    )
     result = promote(store, settings, v2.version)
     assert result["previous"] == v1.version
     assert [e["event"] for e in read_audit(store, policy)].count("thresholds") == 1
@@ -245,7 +295,7 @@ def test_promote_pushes_the_version_with_the_admin_token_to_a_running_local_serv
         url = f"http://127.0.0.1:{server.server_address[1]}/admin/user-config"
         store.write_atomic(ENDPOINT_KEY, json.dumps({"user_config_url": url, "pid": None}).encode())
         v1 = register(store, settings, policy, digest, golden=golden)
-        approve_version(store, v1.version, by="reviewer", reason="ok", rules=RULES)
+        approve_version(store, v1.version, by="reviewer", principal="test:reviewer", reason="ok")
         result = promote(store, settings, v1.version)
     finally:
         server.shutdown()
