@@ -13,10 +13,12 @@ from harmguard.canonical import CANONICAL_VERSION
 from harmguard.digests import sha256_bytes
 from harmguard.identity import SHIPPED, shipped_terms
 from harmguard.vocabulary import (
+    AUC_CHANCE,
     CHANGE_METRICS,
     LOWER_IS_BETTER,
     OPERATING_ONLY_METRICS,
     PER_LABEL_METRICS,
+    ROC_AUC_METRICS,
     Perturbation,
 )
 
@@ -397,6 +399,43 @@ class ReportSpec(_Strict):
     )
 
 
+class MonitoringSpec(_Strict):
+    """Live traffic: what serving keeps for review, for how long, and the drift bounds ``harmguard monitor`` applies.
+
+    Bounds are effect sizes, not p-values (a large volume makes any difference significant): a check crosses its
+    bound only when its measured size does, and a rate ratio only when its whole interval lies beyond the bound.
+    """
+
+    sample_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Share of served texts kept, with their scores, for the review queue."
+    )
+    retention_days: int = Field(
+        default=30, ge=1, description="Days the sampled review texts are kept (`harmguard traffic purge` deletes them)."
+    )
+    psi: float = Field(default=0.2, gt=0, description="Largest population stability index of a category's scores.")
+    ks: float = Field(
+        default=0.1, gt=0, le=1, description="Largest Kolmogorov-Smirnov statistic of scores, traffic vs reference."
+    )
+    flag_rate_ratio: float = Field(
+        default=1.5, gt=1, description="Largest ratio (either way) of a category's flag rate to the validation's."
+    )
+    length_ks: float = Field(
+        default=0.1, gt=0, le=1, description="Largest Kolmogorov-Smirnov statistic between text lengths."
+    )
+    precision_drop: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Largest fall of the precision of flagged decisions (imported labels sharing item ids) below "
+        "the validation's precision.",
+    )
+    min_records: int = Field(default=500, ge=1, description="Fewer records in the window: no verdict on drift.")
+    min_labelled: int = Field(
+        default=30, ge=1, description="Fewest labelled flagged items per category before precision is judged."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Coverage of the rate and precision intervals.")
+
+
 class SliceSpec(_Strict):
     """A slice of the evaluation data."""
 
@@ -456,6 +495,12 @@ class Threshold(_Strict):
         if self.min is None and self.max is None and self.change is None:
             raise ValueError(
                 f"threshold on {self.metric} needs `min` or `max` (value) or `change` (against the champion)"
+            )
+        if self.metric in ROC_AUC_METRICS and self.min is not None and self.min < AUC_CHANCE:
+            where = f" on {self.slice}" if self.slice != "overall" else ""
+            raise ValueError(
+                f"floor {self.min} on {self.metric}{where} is under {AUC_CHANCE}, the AUC of a coin: a model that "
+                "passes it may rank worse than chance. State a floor of at least 0.5 or drop the check"
             )
         if self.metric in OPERATING_ONLY_METRICS and self.kind != "operating":
             raise ValueError(
@@ -520,6 +565,9 @@ class Policy(_Strict):
     evasion: EvasionSpec | None = Field(default=None, description="Evasion perturbations of the test split.")
     gate: GateSpec = Field(default_factory=GateSpec, description="The evaluation gate.")
     report: ReportSpec = Field(default_factory=ReportSpec, description="What reports show of the data.")
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="Traffic record sampling, retention and drift bounds."
+    )
     allow_self_approval: bool = Field(default=False, description="Whether the run's starter may approve it.")
     approval_ttl_hours: float = Field(
         default=72.0,

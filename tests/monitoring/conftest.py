@@ -80,3 +80,12 @@ def champion(spam_champion: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         mlflow_tracking_uri=spam_champion["mlflow_uri"],
     )  # fmt: skip
     return spam_champion | {"home": home, "store": LocalStore(home), "settings": settings}
+
+
+@pytest.fixture(scope="session")
+def davidson_texts(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """800 tweets from davidson2017: content an SMS spam model was never meant for."""
+    tmp = tmp_path_factory.mktemp("davidson")
+    settings = Settings(home=str(tmp), cache=tmp / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri="sqlite://")
+    tweets = load_dataset("davidson2017", settings)["tweet"]
+    return tweets.sample(800, random_state=0).astype(str).tolist()
