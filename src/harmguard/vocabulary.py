@@ -19,6 +19,14 @@ FAIRNESS_GROUP_METRICS = ("subgroup_auc", "bpsn_auc", "bnsp_auc")
 FAIRNESS_SUMMARY_METRICS = ("min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc", "fpr_spread", "bias_score")
 FAIRNESS_METRICS = frozenset({*FAIRNESS_GROUP_METRICS, *FAIRNESS_SUMMARY_METRICS})
 
+# Areas under a ROC curve (and Jigsaw's bias score, a generalized mean of them): a coin scores 0.5, so a floor
+# under 0.5 certifies a model worse than chance and a policy may not state one. PR-AUC is not here: its chance level
+# is the prevalence.
+ROC_AUC_METRICS = frozenset(
+    {"roc_auc", *FAIRNESS_GROUP_METRICS, "min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc", "bias_score"}
+)
+AUC_CHANCE = 0.5
+
 # Evasion: the rewrites of the test split, and what is measured per rewrite and per category.
 Perturbation = Literal["char_swap", "leetspeak", "space_insert", "punct_insert", "homoglyph", "long_prefix"]
 PERTURBATIONS: tuple[str, ...] = get_args(Perturbation)

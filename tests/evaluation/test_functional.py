@@ -26,6 +26,15 @@ def test_accuracy_per_functionality_by_hand():
     assert values["operating/hatecheck:slur_h/accuracy"] == 0.75
     assert values["reference/hatecheck:counter_nh/accuracy"] == 1.0
     assert details["operating/hatecheck:slur_h/accuracy"]["interval"] == slur["interval"]["operating"]
+    # balanced: a functionality's accuracy beside the suite's accuracy on the other label (operating: TPR 3/4, TNR 1/2)
+    assert slur["balanced_accuracy"]["operating"] == pytest.approx((0.75 + 0.5) / 2)
+    assert counter["balanced_accuracy"]["operating"] == pytest.approx((0.5 + 0.75) / 2)
+    assert counter["balanced_accuracy"]["reference"] == pytest.approx((1.0 + 0.25) / 2)
+    assert values["reference/hatecheck:slur_h/balanced_accuracy"] == pytest.approx((0.25 + 1.0) / 2)
+    mixed = measure_functional(
+        np.array(["m"] * 4), np.array([1, 1, 0, 0], bool), {"operating": np.array([1, 0, 0, 0], bool)}
+    )
+    assert mixed["functionalities"]["m"]["balanced_accuracy"]["operating"] == pytest.approx((0.5 + 1.0) / 2)
 
 
 def test_wilson_interval_edges():
@@ -42,29 +51,21 @@ def _floors():
     return policy, {
         t.slice.split(":", 1)[1]: t.min
         for t in policy.gate.thresholds
-        if t.metric == "accuracy" and t.slice.startswith("hatecheck:")
+        if t.metric == "balanced_accuracy" and t.slice.startswith("hatecheck:")
     }
 
 
-def test_shipped_floors_name_real_functionalities_of_both_kinds(settings):
+def test_shipped_floors_name_real_functionalities_of_both_kinds_at_chance(settings):
     _, floors = _floors()
     cases = load_dataset("hatecheck", settings)
     known = set(cases["functionality"])
     assert set(floors) <= known and len(floors) >= 10
     assert any(f.endswith("_h") for f in floors) and any(f.endswith("_nh") for f in floors)
-    assert all(0 < v < 1 for v in floors.values())
+    assert set(floors.values()) == {0.5}  # source: chance, the score of flagging everything or nothing
 
 
-@pytest.mark.parametrize(
-    ("flag", "failing_suffix"),
-    [(False, "_h"), (True, "_nh")],
-    ids=["flags-nothing-fails-hateful-floors", "flags-everything-fails-non-hateful-floors"],
-)
-def test_shipped_floors_reject_a_model_that_flags_nothing_or_everything(settings, flag, failing_suffix):
-    policy, floors = _floors()
-    cases = load_dataset("hatecheck", settings)
+def _gate(policy, cases, decisions):
     y = (cases["label_gold"] == "hateful").to_numpy()
-    decisions = np.full(len(y), flag)
     doc = measure_functional(cases["functionality"].to_numpy(), y, {"operating": decisions, "reference": decisions})
     evaluation = {
         "thresholds": {"hate": 0.5, "offensive": 0.5},
@@ -74,7 +75,31 @@ def test_shipped_floors_reject_a_model_that_flags_nothing_or_everything(settings
         "functional": {"hatecheck": {"category": "hate", **doc}},
     }
     blessing = run_gate(evaluation, policy, model_digest="m", data_version="d", run_id="r")
-    assert not blessing["blessed"]
-    failed = {c["slice"].split(":", 1)[1] for c in blessing["checks"] if c["metric"] == "accuracy" and not c["passed"]}
-    assert failed == {f for f in floors if f.endswith(failing_suffix)}
-    assert any(f"hatecheck:{sorted(failed)[0]}/accuracy = " in r for r in blessing["reasons"])
+    failed = {
+        c["slice"].split(":", 1)[1]
+        for c in blessing["checks"]
+        if c["metric"] == "balanced_accuracy" and ":" in c["slice"] and not c["passed"]
+    }
+    return doc, blessing, failed
+
+
+@pytest.mark.parametrize("flag", [False, True], ids=["flags-nothing", "flags-everything"])
+def test_a_constant_model_sits_exactly_at_chance_on_every_functionality(settings, flag):
+    policy, _ = _floors()
+    cases = load_dataset("hatecheck", settings)
+    doc, _, _ = _gate(policy, cases, np.full(len(cases), flag))
+    balanced = {f: row["balanced_accuracy"]["operating"] for f, row in doc["functionalities"].items()}
+    assert len(balanced) == 29 and all(v == pytest.approx(0.5) for v in balanced.values())
+    plain = [row["accuracy"]["operating"] for row in doc["functionalities"].values()]
+    assert set(plain) == {0.0, 1.0}  # plain accuracy would call half the suite perfect
+
+
+def test_shipped_floors_reject_a_model_worse_than_chance(settings):
+    policy, floors = _floors()
+    cases = load_dataset("hatecheck", settings)
+    y = (cases["label_gold"] == "hateful").to_numpy()
+    inverted = ~y
+    inverted[::10] = y[::10]  # mostly wrong, not perfectly: every functionality under 0.5
+    _, blessing, failed = _gate(policy, cases, inverted)
+    assert not blessing["blessed"] and failed == set(floors)
+    assert any(f"hatecheck:{sorted(failed)[0]}/balanced_accuracy = " in r for r in blessing["reasons"])

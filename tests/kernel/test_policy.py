@@ -63,3 +63,29 @@ def test_invalid_policies_name_the_problem(tmp_path, doc, needle):
 def test_unknown_policy_lists_shipped():
     with pytest.raises(PolicyError, match="davidson2017"):
         load_policy("no_such_policy")
+
+
+_AUC_POLICY = (
+    "name: x\nlabel_mode: exclusive\ncategories: [hate]\ndata: {dataset: d}\n"
+    "evaluation_sets: [{name: hc, dataset: hatecheck, category: hate, text_column: t, label_column: l, positive: p}]\n"
+    "gate: {thresholds: [{metric: METRIC, kind: operating, category: hate, slice: hc, min: FLOOR}]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "metric", ["min_bpsn_auc", "min_bnsp_auc", "min_subgroup_auc", "bpsn_auc", "bias_score", "roc_auc"]
+)
+def test_an_auc_floor_under_chance_is_refused_at_load(tmp_path, metric):
+    """A floor under 0.5 on any ROC AUC certifies a model that may rank worse than a coin: the policy is refused."""
+    path = tmp_path / "p.yaml"
+    path.write_text(_AUC_POLICY.replace("METRIC", metric).replace("FLOOR", "0.49"))
+    with pytest.raises(PolicyError, match=rf"{metric}.*under 0.5"):
+        load_policy(str(path))
+    path.write_text(_AUC_POLICY.replace("METRIC", metric).replace("FLOOR", "0.5"))
+    assert load_policy(str(path)).gate.thresholds[0].min == 0.5
+
+
+def test_a_pr_auc_floor_may_sit_under_one_half():
+    """PR-AUC's chance level is the prevalence (hate is 5.8% of davidson2017), so its floors are not held to 0.5."""
+    floors = [t.min for t in load_policy("davidson2017").gate.thresholds if t.metric == "pr_auc" and t.min]
+    assert floors and min(floors) < 0.5

@@ -47,14 +47,34 @@ def measure_functional(
         kind: np.bincount(inverse, weights=np.asarray(d, dtype=bool) == y, minlength=len(names)).astype(int)
         for kind, d in decisions.items()
     }
+    # Balanced accuracy of one functionality: its own accuracy beside the suite's accuracy on the other side (every
+    # non-hateful case for a hateful functionality, and the reverse). Flagging everything or nothing scores 0.5 on
+    # every functionality, so chance is 0.5 whatever the functionality's label.
+    side = {
+        kind: (
+            float(np.mean(np.asarray(d, dtype=bool)[y])) if y.any() else 0.0,
+            float(np.mean(~np.asarray(d, dtype=bool)[~y])) if (~y).any() else 0.0,
+        )
+        for kind, d in decisions.items()
+    }
     per: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
         expected = "positive" if positives[i] == rows[i] else "negative" if positives[i] == 0 else "mixed"
+        mask = inverse == i
+        balanced = {}
+        for kind, d in decisions.items():
+            acc, (tpr, tnr) = float(correct[kind][i] / rows[i]), side[kind]
+            if expected == "mixed":
+                dm, ym = np.asarray(d, dtype=bool)[mask], y[mask]
+                balanced[kind] = float((np.mean(dm[ym]) + np.mean(~dm[~ym])) / 2)
+            else:
+                balanced[kind] = (acc + (tnr if expected == "positive" else tpr)) / 2
         per[str(name)] = {
             "rows": int(rows[i]),
             "positives": int(positives[i]),
             "expected": expected,
             "accuracy": {k: float(c[i] / rows[i]) for k, c in correct.items()},
+            "balanced_accuracy": balanced,
             "correct": {k: int(c[i]) for k, c in correct.items()},
             "interval": {k: wilson_interval(int(c[i]), int(rows[i]), confidence) for k, c in correct.items()},
         }
@@ -64,7 +84,7 @@ def measure_functional(
 
 
 def flatten_functional(name: str, doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
-    """Flat gate keys ``<kind>/<set>:<functionality>/accuracy`` of one suite, and their intervals."""
+    """Flat gate keys ``<kind>/<set>:<functionality>/{accuracy,balanced_accuracy}`` of one suite, and intervals."""
     values: dict[str, float] = {}
     details: dict[str, Any] = {}
     for func, row in doc["functionalities"].items():
@@ -72,4 +92,8 @@ def flatten_functional(name: str, doc: dict[str, Any]) -> tuple[dict[str, float]
             key = f"{kind}/{name}:{func}/accuracy"
             values[key] = float(acc)
             details[key] = {"interval": row["interval"].get(kind), "where": None, "rows": row["rows"]}
+        for kind, bal in row.get("balanced_accuracy", {}).items():
+            key = f"{kind}/{name}:{func}/balanced_accuracy"
+            values[key] = float(bal)
+            details[key] = {"interval": None, "where": None, "rows": row["rows"]}
     return values, details
