@@ -33,7 +33,7 @@ POLICY = {
     "evasion": {"perturbations": ["leetspeak", "homoglyph"]},
     "report": {"text_chars": 40, "flipped_examples": 5},
     "gate": {"thresholds": [
-        {"metric": "min_bpsn_auc", "kind": "operating", "category": "hate", "slice": "hatecheck", "min": 0.0},
+        {"metric": "min_bpsn_auc", "kind": "operating", "category": "hate", "slice": "hatecheck", "min": 0.5},
         {"metric": "fpr_spread", "kind": "operating", "category": "hate", "slice": "hatecheck", "max": 1.0},
         {"metric": "accuracy", "kind": "operating", "slice": "hatecheck:slur_h", "min": 0.99},
         {"metric": "max_evasion_rate", "kind": "operating", "category": "hate", "slice": "evasion", "max": 1.0},
