@@ -370,6 +370,7 @@ def test_lone_surrogate_is_refused_before_scoring_and_a_real_pair_is_scored(srv)
     assert pair.status_code == 200 and len(pair.json()["results"]) == 1
 
 
+@pytest.mark.slow  # two redeploys and sixteen heavy requests: 35-50 s here; the logic has fast unit tests
 def test_a_failing_request_fails_alone_and_overload_answers_503_at_once(srv, models):
     """One deployment with batches of 2 and two queued requests per caller (one redeploy for both checks).
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from harmguard.digests import thresholds_version
 from harmguard.models.decide import ThresholdsError, check_thresholds, decide, decide_scores
 from harmguard.models.loading import Loaded, ModelDigestMismatch, ModelSpec, verify_model_dir
-from harmguard.serving.config import Batching, Limits, UserConfig
+from harmguard.serving.config import INGRESS_MAX_ONGOING, Batching, Limits, ServeArgs, UserConfig
 from harmguard.serving.model import score_isolated, score_requests
 
 
@@ -103,11 +103,22 @@ def test_a_request_the_model_cannot_read_fails_alone_not_its_batch():
     assert score_isolated(champion, None, [["fine"]])[0].get("isolated") is None  # a batch that scores: one call
 
 
-def test_queue_caps_default_to_the_ongoing_limits():
+def test_queue_caps_default_to_the_ongoing_limits_and_reach_both_deployments():
+    """Serve's default is no queue limit (-1): both deployments must get a finite one."""
+    from harmguard.serving.app import build_app
+
     assert Batching().queue_cap == Batching().max_ongoing_requests
     assert Batching(max_queued_requests=3).queue_cap == 3
     with pytest.raises(ValidationError):
         Batching(max_queued_requests=0)
+    for args, model_cap, ingress_cap in (
+        (ServeArgs(), Batching().max_ongoing_requests, INGRESS_MAX_ONGOING),
+        (ServeArgs(batching=Batching(max_queued_requests=7), ingress_max_queued_requests=9), 7, 9),
+    ):
+        ingress = build_app(args)._bound_deployment  # Ray's Application has no public accessor for its deployment
+        model = ingress.init_args[0]._bound_deployment
+        assert (model.name, model.max_queued_requests) == ("Classifier", model_cap)
+        assert (ingress.name, ingress.max_queued_requests) == ("ClassifierIngress", ingress_cap)
 
 
 def test_windows_per_request_are_capped_at_texts_times_max_windows():
