@@ -24,6 +24,7 @@ from harmguard.evaluation.gate import run_gate
 from harmguard.evaluation.metrics import flatten
 from harmguard.lineage import git_commit, lock_digest
 from harmguard.models.loading import load_model
+from harmguard.monitoring.reference import write_score_reference
 from harmguard.policy import ColumnMap, load_policy, policy_digest, read_policy_bytes
 from harmguard.promotion.golden import measure_golden
 from harmguard.registry import append_audit, move_alias, read_alias, register_version
@@ -254,6 +255,11 @@ def register_step(
     digest = publish_model(store, Path(model_dir))
     if digest != blessing["model_digest"]:
         raise RuntimeError(f"model digest {digest} differs from the evaluated one {blessing['model_digest']}")
+    # drift monitoring's reference: the model's validation scores (from the score cache), create-only
+    write_score_reference(
+        store, policy, model_dir=model_dir, model_digest=digest, thresholds=blessing["thresholds"],
+        data_version=blessing["lineage"]["data_version"],
+    )  # fmt: skip
     evaluation = read_record(store, run_id, "evaluation") or {}
     rec = register_version(
         store,
