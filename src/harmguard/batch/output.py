@@ -205,7 +205,7 @@ class PartWriter:
         for p in self.parts:
             self.folder.move(f"{TEMPORARY}/{self.attempt}/{p['name']}", p["name"])
         for stale in self.folder.list():
-            if _PART.match(stale) and stale not in names:
+            if _PART.fullmatch(stale) and stale not in names:
                 self.folder.delete(stale)
         manifest = {
             "format": MANIFEST_FORMAT,

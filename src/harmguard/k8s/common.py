@@ -64,7 +64,7 @@ def quantity(value: str | int | float, what: str) -> str:
         ValueError: When it is not a quantity (``"1 core"``, ``"2GB "``), naming ``what``.
     """
     text = str(value)
-    if isinstance(value, bool) or not QUANTITY.match(text):
+    if isinstance(value, bool) or not QUANTITY.fullmatch(text):
         raise ValueError(f"{what}: {value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1.5, 4Gi)")
     return text
 

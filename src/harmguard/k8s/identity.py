@@ -56,9 +56,9 @@ class IdentityConfig(BaseModel):
     @classmethod
     def _gcs_home(cls, value: str) -> str:
         bucket, prefix = split_home(value)
-        if not _BUCKET.match(bucket):
+        if not _BUCKET.fullmatch(bucket):
             raise ValueError(f"home {value!r}: {bucket!r} is not a GCS bucket name")
-        if not _SAFE_PREFIX.match(prefix) or "//" in prefix:
+        if not _SAFE_PREFIX.fullmatch(prefix) or "//" in prefix:
             raise ValueError(f"home {value!r}: the prefix may hold only letters, digits and . _ / = -")
         return value
 
@@ -89,7 +89,7 @@ def prefix_condition(home: str, prefixes: tuple[str, ...]) -> str:
     """
     bucket, root = split_home(home)
     for p in prefixes:
-        if not p or not p.endswith("/") or not _SAFE_PREFIX.match(p) or p.startswith("/"):
+        if not p or not p.endswith("/") or not _SAFE_PREFIX.fullmatch(p) or p.startswith("/"):
             raise ValueError(f"prefix {p!r}: a non-empty folder like 'traffic/' (letters, digits, . _ / = -)")
     names = [f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{root}{p}")' for p in prefixes]
     # objects.list is checked on the bucket, with the request's prefix as an API attribute.

@@ -290,14 +290,15 @@ def _metadata_problems(obj: dict[str, Any]) -> list[str]:
     for key, value in (("name", name), ("generateName", generate)):
         if value is None:
             continue
-        if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value.rstrip("-.") or "-"):
+        valid = isinstance(value, str) and _DNS1123_SUBDOMAIN.fullmatch(value.rstrip("-.") or "-") is not None
+        if not isinstance(value, str) or len(value) > 253 or not valid:
             problems.append(f"metadata.{key}: {value!r} is not a DNS-1123 subdomain (lowercase a-z0-9 '-' '.')")
-        elif kind.startswith("Ray") and not _DNS1035_LABEL.match(value.rstrip("-")):
+        elif kind.startswith("Ray") and not _DNS1035_LABEL.fullmatch(value.rstrip("-")):
             problems.append(f"metadata.{key}: {value!r} is not a DNS-1035 label (KubeRay names Services after it)")
         elif kind in _NAME_LIMITS and len(value) > _NAME_LIMITS[kind]:
             problems.append(f"metadata.{key}: {value!r} is longer than {_NAME_LIMITS[kind]} characters for a {kind}")
     ns = meta.get("namespace")
-    if ns is not None and (not isinstance(ns, str) or len(ns) > 63 or not _DNS1123_LABEL.match(ns)):
+    if ns is not None and (not isinstance(ns, str) or len(ns) > 63 or not _DNS1123_LABEL.fullmatch(ns)):
         problems.append(f"metadata.namespace: {ns!r} is not a DNS-1123 label")
     for field in ("labels", "annotations"):
         entries = meta.get(field) or {}
@@ -306,11 +307,11 @@ def _metadata_problems(obj: dict[str, Any]) -> list[str]:
             continue
         for k, v in entries.items():
             prefix, _, key = str(k).rpartition("/")
-            if (prefix and not _DNS1123_SUBDOMAIN.match(prefix)) or len(key) > 63 or not _LABEL_NAME.match(key):
+            if (prefix and not _DNS1123_SUBDOMAIN.fullmatch(prefix)) or len(key) > 63 or not _LABEL_NAME.fullmatch(key):
                 problems.append(f"metadata.{field}[{k!r}]: invalid key")
             if not isinstance(v, str):
                 problems.append(f"metadata.{field}[{k!r}]: value must be a string, not {type(v).__name__}")
-            elif field == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+            elif field == "labels" and (len(v) > 63 or not _LABEL_VALUE.fullmatch(v)):
                 problems.append(f"metadata.labels[{k!r}]: invalid value {v!r}")
     return problems
 
