@@ -101,6 +101,8 @@ def test_unsupported_output_scheme_is_refused():
         (float("nan"), None, "null_text"),
         (pd.NA, None, "null_text"),
         (42, None, "not_text"),
+        ("ok \ud800 then", None, "not_utf8"),  # a lone surrogate: refused by the server (422), never scored here
+        ("\U0001f600", "\U0001f600", None),  # a real astral character is fine
     ],
 )
 def test_skip_reasons(value, texts, why):

@@ -13,7 +13,8 @@ Choices, documented here once:
   never falls back to an unapproved challenger: a scheduled job must not silently score with it.
 - **Rows not scored** keep their row (and id) with null scores, decisions and ``flagged``, and say why in
   ``skipped``: ``null_text`` (missing), ``not_text`` (not a string), ``too_long`` (over ``max_chars``, by default
-  the serving limit of 10,000 characters: a text the server would refuse gets no decision here either). An empty
+  the serving limit of 10,000 characters: a text the server would refuse gets no decision here either), ``not_utf8``
+  (a lone surrogate, which the server refuses with 422 and a tokenizer cannot read). An empty
   string is scored, as the server scores it.
 - **Texts are not copied** to the output (they are sensitive): the id column is the join key.
 - **Write-once**: a committed output folder is refused unless ``overwrite`` is set (exit 2), so a scheduled rerun
@@ -50,7 +51,7 @@ from harmguard.storage import ArtifactStore
 from harmguard.storage.readers import read_table
 
 OUTPUT_COLUMNS = ("flagged", "skipped", "model_version", "thresholds_version")
-SKIP_REASONS = ("null_text", "not_text", "too_long")
+SKIP_REASONS = ("null_text", "not_text", "too_long", "not_utf8")
 _MAX_BLOCK = 8192  # rows per Ray Data input block
 
 
@@ -112,6 +113,15 @@ def spec_of(record: VersionRecord) -> ModelSpec:
     return ModelSpec.model_validate({k: getattr(record, k) for k in fields})
 
 
+def _utf8(text: str) -> bool:
+    """Whether a text can be encoded as UTF-8 (a lone surrogate cannot: the tokenizer would raise on it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def skip_reasons(texts: pd.Series, max_chars: int) -> tuple[list[str | None], list[str | None]]:
     """Split a text column into what goes to the model and why a row is not scored.
 
@@ -122,7 +132,7 @@ def skip_reasons(texts: pd.Series, max_chars: int) -> tuple[list[str | None], li
     why: list[str | None] = []
     for v in texts.tolist():
         if isinstance(v, str):
-            reason = "too_long" if len(v) > max_chars else None
+            reason = "too_long" if len(v) > max_chars else None if _utf8(v) else "not_utf8"
         elif v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             reason = "null_text"
         else:
