@@ -7,8 +7,10 @@ project dependencies: this script installs them into their own virtual environme
 
 harmguard's side: the baselines the shipped policies train. davidson2017 is trained on its train split;
 ``hate_speech`` on its sources plus weeks 1-6 of the moderation stream. Each is decided at the thresholds it
-calibrates on its validation split, as a run does. The transformer champions are trained on a GPU (see
-``benchmarks/gpu_plain_loop.py``) and are not part of this CPU run.
+calibrates on its validation split, as a run does. A registered version (the transformer champion of
+``hate_speech``, trained by ``harmguard run --policy hate_speech --family transformer --max-train-rows 0``, or on a
+GPU) is scored too with ``--registered HOME:hate_speech`` (its champion) or ``--registered HOME:hate_speech/2``:
+loaded by its verified digest, decided at its registered thresholds.
 
 Sets (binary tasks; macro F1 over the two classes, and FPR, at each system's operating point):
 
@@ -93,6 +95,26 @@ def harmguard_systems(settings, home: Path) -> dict[str, tuple]:
     return systems
 
 
+def registered_systems(specs: list[str]) -> dict[str, tuple]:
+    """Registered versions, ``HOME:VERSION`` or ``HOME:POLICY`` (its champion): name -> (model, policy, thresholds).
+
+    The model is loaded from the registry record after its digest is verified, and decided at the thresholds it was
+    approved with: what serving and batch scoring would use.
+    """
+    from harmguard.batch.score import resolve_record
+    from harmguard.models.loading import load_model, verify_model_dir
+
+    out = {}
+    for spec in specs:
+        home, _, which = spec.rpartition(":")
+        store = LocalStore(Path(home))
+        record = resolve_record(store, None if "/" in which else which, which if "/" in which else None)
+        model = load_model(verify_model_dir(record.model_uri, record.model_digest))
+        policy = load_policy(record.version.split("/")[0])
+        out[f"harmguard {record.version} ({type(model).__name__})"] = (model, policy, dict(record.thresholds))
+    return out
+
+
 def decide(model, policy, thresholds: dict[str, float], texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(hate decisions, flagged decisions, seconds)."""
     t = time.perf_counter()
@@ -106,6 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=Path(".peers-venv"))
     parser.add_argument("--madlibs-rows", type=int, default=5000)
+    parser.add_argument(
+        "--registered",
+        action="append",
+        default=[],
+        metavar="HOME:VERSION|HOME:POLICY",
+        help="also score a registered version (a policy: its champion), e.g. the transformer champion of hate_speech",
+    )
     args = parser.parse_args()
     settings = load_settings()
     python = peer_python(args.venv)
@@ -129,7 +158,7 @@ def main() -> None:
         subprocess.run([str(python), str(HERE / "peers_runner.py"), str(payload), str(Path(tmp) / "out.json")],
                        check=True, env={"LC_ALL": "en_US.UTF-8", "PATH": "/usr/bin:/bin"})  # fmt: skip
         peers = json.loads((Path(tmp) / "out.json").read_text())
-        systems = harmguard_systems(settings, Path(tmp) / "home")
+        systems = harmguard_systems(settings, Path(tmp) / "home") | registered_systems(args.registered)
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     for system, by_set in peers.items():
         for name, (texts, truth, task) in sets.items():
