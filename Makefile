@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed
 # Named datasets come from the shared mirror when it is there (no network needed); override with the env var.
 export HARMGUARD_DATA_MIRROR ?= $(abspath $(wildcard ../shared/datasets))
 export HARMGUARD_SCHEMA_MIRROR ?= $(abspath $(wildcard ../shared/schemas))
+# The image `make image` builds and `make test-container` runs; TORCH=cpu is the small test image, TORCH=cuda the
+# GPU one (PyPI's CUDA build of torch).
+IMAGE ?= harmguard:dev
+TORCH ?= cpu
 
-.PHONY: env bytecode demo test test-slow lint typecheck lock compile check-image clean
+.PHONY: env bytecode demo test test-slow lint typecheck lock compile check-image image test-container clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-torch.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +53,13 @@ compile: env  ## regenerate the compiled pipeline YAML
 check-image: env  ## lint the Dockerfile; import every entry point the pipelines and manifests name (lock env)
 	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 	$(BIN)/python scripts/check_image_imports.py
+
+image:  ## build the Dockerfile into $(IMAGE) with BuildKit (starts a Docker engine when none answers)
+	scripts/dockerd.sh start > /dev/null
+	IMAGE=$(IMAGE) TORCH=$(TORCH) scripts/build_image.sh
+
+test-container: env  ## run the image's tests (tests/container, marker `container`) against $(IMAGE)
+	HARMGUARD_TEST_IMAGE=$(IMAGE) HARMGUARD_TEST_TORCH=$(TORCH) $(BIN)/python -m pytest -m container tests/container
 
 lock:  ## re-resolve the lock file from pyproject.toml
 	$(BIN)/uv pip compile --python-version 3.11 --extra dev --quiet -o requirements.lock pyproject.toml
