@@ -220,16 +220,21 @@ def status(
     policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show champion, challenger, pending approvals, mismatches, unfinished alias moves and audit-chain problems."""
+    """Show champion, what is deployed, challenger, pending approvals, mismatches, unfinished moves, audit problems."""
+    from harmguard.k8s.rayservice import rayservice_rollout
     from harmguard.promotion.approval import approval_overview
+    from harmguard.promotion.deploy import deployed_versions
     from harmguard.registry import registry_status
     from harmguard.storage import open_store
 
     settings = _settings()
     store = open_store(settings.home)
     doc = registry_status(store, settings)
+    # what the local server's /readyz and (given a Kubernetes API) the RayService report they run
+    deployed, unreachable = deployed_versions(store, rayservice_rollout(settings, echo=lambda _: None))
     for name, entry in doc["policies"].items():
         entry.update(approval_overview(store, name))  # approved, overrides, last_events (beyond CONTRACTS.md)
+        entry["deployed"] = deployed.get(name, [])
     if policy:
         if policy not in doc["policies"]:
             known = sorted(doc["policies"])
@@ -242,14 +247,17 @@ def status(
         err.print(f"No policies registered under {escape(settings.home)}")
         return
     table = Table(title=f"harmguard registry · {escape(settings.home)}")
-    for col in ("policy", "champion", "challenger", "pending approval", "mismatches"):
+    for col in ("policy", "champion", "deployed", "challenger", "pending approval", "mismatches"):
         table.add_column(col)
     for name, p in sorted(doc["policies"].items()):
-        fmt = lambda a: f"{a['version']} ({a['model_digest'][:10]})" if a else "–"  # noqa: E731
-        cells = (name, fmt(p["champion"]), fmt(p["challenger"]), ", ".join(p["pending"]) or "–")
+        fmt = lambda a: f"{a['version']} ({(a['model_digest'] or '')[:10]})" if a else "–"  # noqa: E731
+        runs = [f"{fmt(d)} {d['where']}{'' if d['running'] else ' · not running'}" for d in p["deployed"]]
+        cells = (name, fmt(p["champion"]), "\n".join(runs) or "–", fmt(p["challenger"]), ", ".join(p["pending"]) or "–")
         # registry texts are data, never rich markup
         table.add_row(*(Text(c) for c in (*cells, "\n".join(p["mismatches"]) or "–")))
     Console().print(table)
+    for problem in unreachable:
+        err.print(f"[yellow]deployed version unknown[/] {escape(problem)}")
     for name, p in sorted(doc["policies"].items()):
         for problem in p["audit"]:
             err.print(f"[bold red]audit log broken[/] {escape(name)}: {escape(problem)}")

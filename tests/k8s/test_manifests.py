@@ -34,7 +34,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "manifests"
 FILES = [f.path for f in manifests.FILES]
 K8S_FILES = [f.path for f in manifests.FILES if f.kubernetes]
 # Files of objects that run no containers (identities, policies, IAM fragments).
-NO_PODS = {"argo/rbac.workflows.yaml", "kuberay/network-policy.ray.yaml", "kuberay/service-account.ray.yaml"}
+NO_PODS = {
+    "argo/rbac.workflows.yaml",
+    "kuberay/network-policy.ray.yaml",
+    "kuberay/service-account.ray.yaml",
+    "kuberay/rbac.deploy.yaml",
+}
 ARGO_FILES = [p for p in FILES if p.startswith("argo/cron-workflow.")]
 
 

@@ -64,6 +64,24 @@ class ClusterConfig(BaseModel):
         description="ServiceAccount of the RayService pods (Workload Identity: a GCP account that reads models and "
         "the registry and writes only traffic/ and review/).",
     )
+    serving_namespace: str = Field(
+        default="harmguard",
+        description="Namespace of the classifier's RayService, which promotion's deploy step patches "
+        "(HARMGUARD_NAMESPACE overrides it at run time).",
+    )
+    pipelines_service_account: str = Field(
+        default="pipeline-runner",
+        description="ServiceAccount the KFP pipeline steps run as (KFP's default; `harmguard submit "
+        "--service-account` may name another): the deploy Role is bound to it.",
+    )
+    pipelines_namespace: str = Field(
+        default="kubeflow", description="Namespace of that ServiceAccount (the KFP runs' namespace)."
+    )
+    deploy_deadline_s: int = Field(
+        default=600,
+        ge=1,
+        description="How long promotion's deploy step waits for KubeRay to report the new user_config running.",
+    )
     ray_training_token_secret: str = Field(
         default="harmguard-ray-training-token",
         description="Secret (key `auth_token`) with the Ray auth token of training clusters; the launcher step "

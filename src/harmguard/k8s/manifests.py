@@ -7,6 +7,7 @@
 | ``argo/rbac.workflows.yaml`` | ServiceAccount, Role, RoleBinding of the workflow pods | ``harmguard.k8s.argo`` |
 | ``kuberay/ray-job.train.yaml`` | RayJob ``harmguard-train`` | ``harmguard.k8s.kuberay`` |
 | ``kuberay/ray-service.classifier.yaml`` | RayService ``harmguard-classifier`` | ``harmguard.k8s.kuberay`` |
+| ``kuberay/rbac.deploy.yaml`` | Role, RoleBinding: promotion may get and patch that RayService | ``.rayservice`` |
 | ``kuberay/network-policy.ray.yaml`` | NetworkPolicies of the serving and training Ray pods | ``.network`` |
 | ``kuberay/service-account.ray.yaml`` | ServiceAccounts ``harmguard-serving``, ``harmguard-training`` | ``.identity`` |
 | ``gcp/iam-policy.storage.yaml`` | IAM bindings (not Kubernetes): bucket and Workload Identity | ``.identity`` |
@@ -34,15 +35,16 @@ from harmguard.k8s.exposure import exposure_problems
 from harmguard.k8s.identity import service_accounts, storage_bindings, workload_identity_bindings
 from harmguard.k8s.kuberay import RayJobSpec, RayServiceSpec, rayjob_manifest, rayservice_manifest, train_entrypoint
 from harmguard.k8s.network import network_policies
+from harmguard.k8s.rayservice import PLACEHOLDER_DIGEST, deploy_rbac
 from harmguard.lineage import project_root
-from harmguard.serving.config import UserConfig
+from harmguard.serving.config import RAYSERVICE_NAME, UserConfig
 from harmguard.settings import DEFAULT_IMAGE
 
 # Keys first in every mapping, in this order; the others keep the order their builder gave them.
 _KEY_ORDER = ("apiVersion", "kind", "metadata", "name", "generateName", "namespace", "labels", "annotations", "spec")
 # Placeholders of the committed manifests (the launcher and the promotion patch replace them per run).
 EXAMPLE_BUCKET = "gs://harmguard-data"
-EXAMPLE_DIGEST = "0" * 64
+EXAMPLE_DIGEST = PLACEHOLDER_DIGEST
 EXAMPLE_THRESHOLDS = {"hate": 0.5, "offensive": 0.5}
 
 
@@ -174,8 +176,8 @@ def _ray_service(image: str) -> list[dict[str, Any]]:
     return [
         rayservice_manifest(
             RayServiceSpec(
-                name="harmguard-classifier",
-                namespace="harmguard",
+                name=RAYSERVICE_NAME,
+                namespace=CLUSTER.serving_namespace,
                 image=image,
                 user_config=UserConfig(
                     policy="davidson2017",
@@ -190,6 +192,10 @@ def _ray_service(image: str) -> list[dict[str, Any]]:
             )
         )
     ]
+
+
+def _deploy_rbac(image: str) -> list[dict[str, Any]]:
+    return deploy_rbac()
 
 
 def _network(image: str) -> list[dict[str, Any]]:
@@ -284,8 +290,9 @@ FILES: tuple[ManifestFile, ...] = (
     ManifestFile(
         "kuberay/ray-service.classifier.yaml",
         "The classifier behind POST /v1/classify (KubeRay RayService, Ray Serve app harmguard.serving.app:build_app).\n"
-        "user_config holds placeholders: a promotion writes the champion's through a merge patch\n"
-        "(harmguard.promotion.deploy), which Serve applies with reconfigure() (no restart).",
+        "user_config holds placeholders: promotion's deploy step patches in the champion's (harmguard.k8s.rayservice,\n"
+        "with the Role of rbac.deploy.yaml) and waits until KubeRay reports it running; Serve applies it with\n"
+        "reconfigure() (no restart).",
         _ray_service,
         (
             ("serveConfigV2", "a string (KubeRay parses it); replicas autoscale on ongoing requests"),
@@ -299,6 +306,18 @@ FILES: tuple[ManifestFile, ...] = (
             ("metrics-export-port", "the only port network-policy.ray.yaml opens to the scraper"),
             ("serviceAccountName", "serving's own identity (service-account.ray.yaml); no key is mounted"),
             ("containerPort", "GCS; KubeRay adds readiness/liveness probes to head and workers itself"),
+        ),
+    ),
+    ManifestFile(
+        "kuberay/rbac.deploy.yaml",
+        "What promotion's deploy step may do to the cluster: read and patch the classifier RayService, nothing else.\n"
+        "Bound to the ServiceAccount the KFP pipeline steps run as (harmguard.k8s.cluster.ClusterConfig:\n"
+        "pipelines_service_account, pipelines_namespace); change the subject if your runs use another one.",
+        _deploy_rbac,
+        (
+            ("resourceNames", "this one RayService only"),
+            ("verbs", "get: read status and resourceVersion; patch: spec.serveConfigV2's user_config"),
+            ("subjects", "KFP's default runner; `harmguard submit --service-account` may name another"),
         ),
     ),
     ManifestFile(

@@ -35,7 +35,7 @@ from harmguard.digests import canonical_json, sha256_bytes, thresholds_version
 from harmguard.models.base import ModelError
 from harmguard.models.loading import load_model
 from harmguard.promotion.approval import ApprovalError, Clock, utc_now, valid_approval
-from harmguard.promotion.deploy import deploy_version
+from harmguard.promotion.deploy import ClusterRollout, deploy_version
 from harmguard.promotion.golden import measure_golden, meets, required_agreement
 from harmguard.registry import (
     AliasPointer,
@@ -171,8 +171,11 @@ def promote_version(
     run_id: str,
     clock: Clock = utc_now,
     golden_path: str | Path | None = None,
+    cluster: ClusterRollout | None = None,
 ) -> dict[str, Any]:
     """Every promotion step in one process (the pipeline runs the same functions as separate steps).
+
+    ``cluster``: the RayService rollout of the deploy step (``deploy.deploy_version``); None deploys locally only.
 
     Returns:
         ``{"version", "previous", "infra", "deploy"}``.
@@ -187,7 +190,7 @@ def promote_version(
     infra = validate_infra(store, record, golden_path)
     pointer = move_champion(store, settings, record, expected_champion=expected, by=by, clock=clock)
 
-    deployed = deploy_version(store, record, run_id)
+    deployed = deploy_version(store, record, run_id, cluster)
     return {"version": version, "previous": pointer.previous, "infra": infra, "deploy": deployed}
 
 
@@ -201,6 +204,7 @@ def rollback_champion(
     run_id: str,
     override: bool = False,
     clock: Clock = utc_now,
+    cluster: ClusterRollout | None = None,
 ) -> dict[str, Any]:
     """Move ``champion`` back to the version it pointed to before, by compare-and-swap, and deploy it.
 
@@ -214,6 +218,7 @@ def rollback_champion(
         override: Restore the previous version although it has no valid approval (expired, rejected since, never
             approved); written as an ``override`` event with the reason before the swap.
         clock: Returns the current UTC time (approval expiry).
+        cluster: The RayService rollout (``deploy.deploy_version``); None deploys to a local server only.
 
     Returns:
         ``{"version" (restored), "previous" (rolled back from), "deploy", "approval" or "override"}``.
@@ -272,7 +277,7 @@ def rollback_champion(
     except LostRace as e:
         raise PromotionRefused(f"the champion moved during the rollback: {e}") from e
 
-    deployed = deploy_version(store, target, run_id)
+    deployed = deploy_version(store, target, run_id, cluster)
     result = {"version": target.version, "previous": current.version, "deploy": deployed}
     return result | ({"approval": approval} if approval else {"override": True})
 

@@ -12,6 +12,8 @@ from harmguard.registry import VersionRecord
 
 # Names of the serving application; promotion patches deployments[name=Classifier].user_config.
 SERVE_APP = "harmguard"
+# The classifier's RayService (manifests/kuberay/ray-service.classifier.yaml), the one promotion patches on a cluster.
+RAYSERVICE_NAME = "harmguard-classifier"
 SERVE_IMPORT_PATH = "harmguard.serving.app:build_app"
 MODEL_DEPLOYMENT = "Classifier"
 INGRESS_DEPLOYMENT = "ClassifierIngress"

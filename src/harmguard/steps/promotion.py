@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from harmguard.k8s.rayservice import rayservice_rollout
 from harmguard.promotion.deploy import deploy_version
 from harmguard.promotion.promote import (
     check_approved,
@@ -81,9 +82,13 @@ def move_champion_step(version: str, expected_champion: str, promoted_by: str, r
 
 
 def deploy_step(version: str, run_id: str) -> str:
-    """Render the RayService patch and push to a running local server. Returns a one-line note."""
-    _, store = step_context()
+    """Patch the RayService and wait for it (given a Kubernetes API), push to a running local server.
+
+    Returns a one-line note. A RayService that does not run the new version fails the step "moved, not deployed"
+    (refused: exit 3); the champion pointer stays moved.
+    """
+    settings, store = step_context()
     with _refusals(store, run_id, "deploy"):
-        result = deploy_version(store, load_record(store, version), run_id)
+        result = deploy_version(store, load_record(store, version), run_id, rayservice_rollout(settings))
     record(store, run_id, "promotion-deploy", result)
     return str(result["note"])
