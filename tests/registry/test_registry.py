@@ -27,6 +27,7 @@ from harmguard.registry import (
     sync_mlflow,
     tracking,
 )
+from harmguard.registry.mlflow_model import mlflow_model_key
 from harmguard.registry.models import TamperedModelError, publish_model, verify_model
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore, LostRace
@@ -127,7 +128,8 @@ def test_versions_increase_and_are_mirrored(store: LocalStore, settings: Setting
 
     client = tracking.mlflow_client(settings.mlflow_tracking_uri)
     mv = client.get_model_version(policy, mlflow_version_of(store, f"{policy}/3"))
-    assert mv.source == first.model_uri
+    # MLflow's source is the version's MLflow model folder (an MLmodel beside, never inside, models/<digest>/)
+    assert mv.source == store.uri_for(mlflow_model_key(policy, 3)) and mv.tags["model_uri"] == first.model_uri
     assert mv.tags["harmguard_version"] == f"{policy}/3"
     assert mv.tags["model_digest"] == digest and mv.tags["blessed"] == "true" and mv.tags["git_commit"] == "abc123"
     assert [e["event"] for e in read_audit(store, policy)] == ["register"] * 3

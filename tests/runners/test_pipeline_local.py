@@ -50,8 +50,11 @@ def test_sms_spam_run_registers_a_blessed_challenger(hg_env, settings):
     from mlflow import MlflowClient
 
     mv = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_model_version_by_alias("sms_spam", "challenger")
-    assert mv.source.endswith(s["model_digest"])
+    assert mv.tags["model_uri"].endswith(s["model_digest"])
+    assert mv.source.endswith("/mlflow-artifacts/sms_spam/versions/1")  # the MLflow model folder, not models/
     assert mv.tags["data_version"] == s["data_version"]
+    (data,) = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(mv.run_id).inputs.dataset_inputs
+    assert data.dataset.digest == s["data_version"][:36] and data.dataset.name == "sms_spam-snapshot"
 
 
 def test_planted_defects_fail_validation_and_register_nothing(hg_env, settings, tmp_path):

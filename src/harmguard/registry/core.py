@@ -8,6 +8,8 @@ Layout under HARMGUARD_HOME (CONTRACTS.md, "Registry of record"):
   registrations never share a number.
 - ``registry/<policy>/versions/<n>.mlflow.json``: the MLflow model version mirroring it (create-only, separate so
   the version record never changes).
+- ``mlflow-artifacts/<policy>/versions/<n>/``: the MLflow model of the version (``MLmodel`` and ``harmguard.json``,
+  create-only, deterministic; ``registry.mlflow_model``): the MLflow model version's source.
 - ``registry/<policy>/<alias>.json``: alias pointers (``champion``, ``challenger``...), changed only by
   ``move_alias`` (compare-and-swap). Each move writes an ``intent`` audit event before the swap and names it in the
   pointer; the move's own event (``promote``, ``rollback``, ``move``...) completes it, an ``abandon`` event closes a
@@ -41,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harmguard.digests import canonical_json, sha256_bytes, thresholds_version
 from harmguard.registry import tracking
+from harmguard.registry.mlflow_model import write_mlflow_model
 from harmguard.registry.principal import Principal, principal_for
 from harmguard.settings import Settings
 from harmguard.storage import ArtifactStore, LostRace, StoreError
@@ -372,6 +375,10 @@ def mlflow_version_of(store: ArtifactStore, version: str) -> str | None:
 def mirror_version(store: ArtifactStore, settings: Settings, record: VersionRecord) -> str:
     """Mirror a version into MLflow (idempotent) and record the MLflow version number create-only.
 
+    The MLflow model version's source is the version's MLflow model folder (``registry.mlflow_model``: an
+    ``MLmodel`` whose pyfunc flavor loads through harmguard), never ``models/<digest>/``, which stays exactly its
+    digest's files; its ``model_uri`` tag names the model folder.
+
     Args:
         store: The artifact store.
         settings: Settings (for the MLflow tracking URI).
@@ -384,11 +391,14 @@ def mirror_version(store: ArtifactStore, settings: Settings, record: VersionReco
     if existing is not None:
         return existing
     uri = settings.mlflow_tracking_uri
+    # MLflow loads a version from a folder with an MLmodel; the model's own folder stays exactly its digest's files.
+    source = write_mlflow_model(store, record)
     client = tracking.mlflow_client(uri)
     tags = {
         **record.lineage,
         "harmguard_version": record.version,
         "model_digest": record.model_digest,
+        "model_uri": record.model_uri,
         "thresholds_version": record.thresholds_version,
         "blessed": record.blessed,
     }
@@ -397,9 +407,7 @@ def mirror_version(store: ArtifactStore, settings: Settings, record: VersionReco
         # A version created by an earlier attempt whose mapping write failed is reused, not duplicated.
         mlflow_version = tracking.find_model_version(client, record.policy, record.version)
         if mlflow_version is None:
-            mlflow_version = tracking.create_model_version(
-                client, record.policy, record.model_uri, record.mlflow_run_id, tags
-            )
+            mlflow_version = tracking.create_model_version(client, record.policy, source, record.mlflow_run_id, tags)
     mapping = {"version": record.version, "mlflow_version": mlflow_version, "tracking_uri": uri, "created_at": _now()}
     if not store.create_only(f"{_versions_prefix(record.policy)}/{record.n}.mlflow.json", _dump(mapping)):
         return mlflow_version_of(store, record.version) or mlflow_version

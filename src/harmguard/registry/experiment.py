@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from harmguard.settings import Settings
 _BAD = re.compile(r"[^0-9A-Za-z_\-./ ]")
 MAX_BATCH_METRICS = 1000  # MLflow's log_batch limits
 MAX_BATCH_PARAMS = 100
+MAX_DATASET_DIGEST = 36  # MLflow's MAX_DATASET_DIGEST_SIZE
 
 
 def metric_name(key: str) -> str:
@@ -58,6 +61,36 @@ def training_params(train: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True)
+class SnapshotInput:
+    """The snapshot a run trained and evaluated on, logged as the MLflow run's dataset input."""
+
+    name: str = field(metadata={"description": "Dataset name in MLflow, e.g. '<policy>-snapshot'."})
+    uri: str = field(metadata={"description": "Where the snapshot lives: HARMGUARD_HOME/snapshots/<data-version>."})
+    data_version: str = field(metadata={"description": "The data version (sha256 of the snapshot, 64 hex)."})
+
+
+def dataset_input(snapshot: SnapshotInput) -> Any:
+    """An MLflow ``DatasetInput`` for a snapshot: a meta dataset whose digest is the data version.
+
+    MLflow caps a dataset digest at 36 characters (``MAX_DATASET_DIGEST_SIZE``), so the digest is the data version's
+    first 36 hex digits (144 bits); the full data version is the input's ``harmguard.data_version`` tag and the last
+    part of the source URI.
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source  # heavy third-party import (mlflow)
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():
+        # MLflow registers its local-artifact source twice and warns that a path "can be interpreted in multiple ways"
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
+        source = resolve_dataset_source(snapshot.uri)
+    # MetaDataset implements `profile` (None); its base class declares it abstract, which mypy reports
+    dataset = MetaDataset(source, name=snapshot.name, digest=snapshot.data_version[:MAX_DATASET_DIGEST])  # type: ignore[abstract]
+    tags = [InputTag("mlflow.data.context", "train"), InputTag("harmguard.data_version", snapshot.data_version)]
+    return DatasetInput(dataset._to_mlflow_entity(), tags=tags)
+
+
 def log_run(
     settings: Settings,
     *,
@@ -68,8 +101,12 @@ def log_run(
     tags: dict[str, str],
     files: dict[str, bytes],
     history: list[dict[str, Any]] | None = None,
+    snapshot: SnapshotInput | None = None,
 ) -> str:
-    """Create a finished MLflow run; returns its id. ``history``: per-epoch training metrics, logged by step."""
+    """Create a finished MLflow run; returns its id.
+
+    ``history``: per-epoch training metrics, logged by step. ``snapshot``: the data, logged as the run's dataset input.
+    """
     client = mlflow_client(settings.mlflow_tracking_uri)
     with mlflow_lock(settings.mlflow_tracking_uri):
         exp = client.get_experiment_by_name(experiment)
@@ -106,6 +143,8 @@ def log_run(
                     p = Path(tmp) / name
                     p.write_bytes(data)
                     client.log_artifact(rid, str(p))
+            if snapshot is not None:
+                client.log_inputs(rid, datasets=[dataset_input(snapshot)])
             client.set_terminated(rid, "FINISHED")
         except Exception:
             client.set_terminated(rid, "FAILED")

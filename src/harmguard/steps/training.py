@@ -28,7 +28,7 @@ from harmguard.monitoring.reference import write_score_reference
 from harmguard.policy import ColumnMap, load_policy, policy_digest, read_policy_bytes
 from harmguard.promotion.golden import measure_golden
 from harmguard.registry import append_audit, move_alias, read_alias, register_version
-from harmguard.registry.experiment import log_run, training_params
+from harmguard.registry.experiment import SnapshotInput, log_run, training_params
 from harmguard.registry.models import publish_model
 from harmguard.registry.runs import read_record, record
 from harmguard.reports.render import render_validation_html
@@ -204,7 +204,8 @@ def gate_step(
         "image": settings.image,
         "parent_run": run_id,
     }
-    ingested = (read_record(store, run_id, "ingest") or {}).get("lineage") or {}
+    ingest = read_record(store, run_id, "ingest") or {}
+    ingested = ingest.get("lineage") or {}
     if ingested.get("sources"):
         lineage["sources"] = ingested["sources"]  # each with its digest and rows
     if ingested.get("labels"):  # the labels cut: what `retrain-needed` counts new events from
@@ -236,6 +237,11 @@ def gate_step(
             "summary.md": markdown.encode(),
         },
         history=(read_record(store, run_id, "train") or {}).get("history"),
+        snapshot=SnapshotInput(
+            name=f"{policy.name}-snapshot",
+            uri=ingest.get("snapshot_uri") or store.uri_for(f"snapshots/{evaluation['data_version']}"),
+            data_version=evaluation["data_version"],
+        ),
     )
     blessing["mlflow_run_id"] = mlflow_run_id
     Path(blessing_path).write_text(json.dumps(blessing, indent=2))
