@@ -17,8 +17,8 @@ from harmguard.monitoring.commands import (
     review_queue_export_command,
     traffic_purge_command,
 )
+from harmguard.monitoring.parts import REVIEW, TRAFFIC, live_parts, read_traffic
 from harmguard.monitoring.purge import purge_review
-from harmguard.monitoring.traffic import REVIEW, TRAFFIC, read_traffic
 from harmguard.policy import load_policy
 from harmguard.storage import LocalStore
 from harmguard.storage.gcs import GCSStore, make_client
@@ -85,17 +85,22 @@ def _record_days(store, days: list[int], now: datetime) -> None:
     recorder.flush()
 
 
-def test_purge_deletes_review_texts_past_retention_and_keeps_the_traffic_record(tmp_path):
+def test_purge_deletes_review_texts_past_retention_keeps_the_traffic_record_and_compacts(tmp_path):
     store = LocalStore(tmp_path / "home")
     _record_days(store, [40, 31, 30, 29, 0], NOW)
+    _record_days(store, [29, 0], NOW)  # a second flush on day 29 (finished) and today (still being written)
     policy = load_policy("sms_spam")  # retention 30 days
     planned = purge_review(store, policy, now=NOW, dry_run=True)
     assert [k.split("/")[2] for k in planned["deleted"]] == ["dt=2025-01-29", "dt=2025-02-07"]
-    assert len(store.list(REVIEW)) == 5  # a dry run deletes nothing
+    assert len(store.list(REVIEW)) == 7 and planned["compacted"] == {"traffic": 0, "review": 0}  # nothing done
     done = purge_review(store, policy, now=NOW)
     assert done["deleted"] == planned["deleted"] and done["oldest_kept"] == "2025-02-08"
-    assert sorted(k.split("/")[2] for k in store.list(REVIEW)) == ["dt=2025-02-08", "dt=2025-02-09", "dt=2025-03-10"]
-    assert len(store.list(TRAFFIC)) == 5  # the traffic record has no text and stays
+    assert done["compacted"] == {"traffic": 1, "review": 1}  # day 29's two parts became one; today is left alone
+    days = sorted(k.split("/")[2] for k in live_parts(store, REVIEW, "sms_spam"))
+    assert days == ["dt=2025-02-08", "dt=2025-02-09", "dt=2025-03-10", "dt=2025-03-10"]
+    assert len(live_parts(store, TRAFFIC, "sms_spam")) == 6  # the traffic record has no text and stays
+    week = read_traffic(store, "sms_spam", NOW - timedelta(days=41), NOW + timedelta(days=1))
+    assert week is not None and week.num_rows == 7 * 3
     assert purge_review(store, policy, now=NOW)["deleted"] == []
 
 
@@ -109,4 +114,9 @@ def test_a_gs_home_records_reads_and_purges(tmp_path, monkeypatch):
         assert table is not None and table.num_rows == 6 and "text" not in table.column_names
         done = purge_review(store, load_policy("sms_spam"), now=NOW)
         assert len(done["deleted"]) == 1 and [k.split("/")[2] for k in store.list(REVIEW)] == ["dt=2025-03-10"]
-        assert len(store.list(TRAFFIC)) == 2
+        _record_days(store, [3], NOW)
+        _record_days(store, [3], NOW)  # two flushes on a finished day: compacted through the gs:// store
+        assert purge_review(store, load_policy("sms_spam"), now=NOW)["compacted"] == {"traffic": 1, "review": 1}
+        assert read_traffic(store, "sms_spam", NOW - timedelta(days=4), NOW).num_rows == 6
+        assert len(live_parts(store, TRAFFIC, "sms_spam")) == 3  # days 45, 3 (compacted) and today
+        assert sum(k.endswith(".json") for k in store.list(TRAFFIC)) == 1  # day 3's manifest; its parts deleted

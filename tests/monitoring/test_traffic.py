@@ -28,16 +28,8 @@ from harmguard.monitoring.keys import (
     item_id_for_text,
     load_item_key,
 )
-from harmguard.monitoring.traffic import (
-    REVIEW,
-    TRAFFIC,
-    DisabledRecorder,
-    RecorderConfig,
-    TrafficRecorder,
-    open_recorder,
-    read_traffic,
-    traffic_schema,
-)
+from harmguard.monitoring.parts import REVIEW, TRAFFIC, read_traffic, traffic_schema
+from harmguard.monitoring.traffic import DisabledRecorder, RecorderConfig, TrafficRecorder, open_recorder
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 from tests.conftest import ROOT

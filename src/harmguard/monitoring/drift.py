@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harmguard.monitoring.parts import DECISION, SCORE
 from harmguard.monitoring.reference import Reference
-from harmguard.monitoring.traffic import DECISION, SCORE
 from harmguard.policy import MonitoringSpec
 
 PSI_BINS = 10  # deciles of the reference scores

@@ -25,9 +25,9 @@ from harmguard.exit_codes import ExitCode
 from harmguard.labels.resolve import resolve_latest
 from harmguard.labels.store import load_events
 from harmguard.monitoring.drift import daily, measure_drift, value_counts
+from harmguard.monitoring.parts import categories_of, read_traffic
 from harmguard.monitoring.reference import reference_for_version, reference_summary
 from harmguard.monitoring.report import render_monitor_html
-from harmguard.monitoring.traffic import categories_of, read_traffic
 from harmguard.policy import Policy
 from harmguard.registry import VersionNotFound, get_version, list_versions
 from harmguard.storage import ArtifactStore

@@ -31,7 +31,7 @@ from harmguard.digests import canonical_json, sha256_bytes
 from harmguard.labels.events import COLUMNS
 from harmguard.labels.store import erased_items, load_events
 from harmguard.monitoring.monitor import resolve_thresholds
-from harmguard.monitoring.traffic import REVIEW, SCORE, part_day, partition_prefix, read_parts
+from harmguard.monitoring.parts import REVIEW, SCORE, live_parts, read_parts
 from harmguard.policy import Policy
 from harmguard.registry import VersionNotFound
 from harmguard.storage import ArtifactStore, StoreError, open_store
@@ -46,9 +46,8 @@ class ReviewQueueError(ValueError):
 
 def load_review_sample(store: ArtifactStore, policy: str) -> pd.DataFrame:
     """Every sampled text still kept (purge deletes the old), one row per record."""
-    keys = [k for k in store.list(partition_prefix(REVIEW, policy)) if k.endswith(".parquet") and part_day(k)]
-    start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
-    table = read_parts(store, keys, start=start, end=end)
+    start, end = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    table = read_parts(store, live_parts(store, REVIEW, policy), start=start, end=end)
     if table is None:
         return pd.DataFrame(columns=["ts", "item_id", "text", "version", "thresholds_version"])
     return table.to_pandas()

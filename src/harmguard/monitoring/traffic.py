@@ -1,95 +1,37 @@
-"""The traffic record: one row per scored text, written by serving and batch scoring, never holding a text.
+"""The traffic recorder: what serving and batch scoring call once per scored batch. It never stores a text.
 
-Layout under HARMGUARD_HOME (local folder or ``gs://``), every file a create-only Parquet part:
-
-- ``traffic/<policy>/dt=YYYY-MM-DD/part-<time>-<random>.parquet``: ``ts`` (UTC), ``policy``, ``version``,
-  ``thresholds_version``, ``source`` (``serve`` or ``batch``), ``item_id`` (the caller's, else ``hmac:`` + the keyed
-  hash of the normalized text: ``monitoring.keys``), ``id_source``, ``text_length`` (characters), ``flagged``, and
-  per category ``score_<category>`` (float32) and ``decision_<category>``. No text, in any column.
-- ``review/<policy>/dt=YYYY-MM-DD/part-...parquet``: the same rows plus ``text`` for the sampled share
-  (``monitoring.sample_rate`` of the policy) the review queue picks from; ``traffic purge`` deletes them after
-  ``monitoring.retention_days``.
-
-A part is whole or absent: the store writes it under a temporary name and links it into place (local) or uploads it
-with ``if_generation_match=0`` (GCS), and every reader lists keys through the store, which never shows temporary
-names. A killed writer loses its buffer, never corrupts what was written.
-
-``TrafficRecorder.record`` is what a server calls once per scored batch: it hashes ids, copies scores into a bounded
-in-memory buffer and returns; a background thread flushes the buffer every ``flush_seconds`` or ``flush_records``.
-When the buffer is full, records are dropped and counted (``dropped``, and the ``on_drop`` hook a server wires to its
-metrics). Nothing in ``record`` raises or blocks on storage.
+``TrafficRecorder.record`` hashes item ids (``monitoring.keys``), copies scores and decisions into a bounded in-memory
+buffer and returns; a background thread flushes the buffer every ``flush_seconds`` or ``flush_records`` as
+create-only Parquet parts (``monitoring.parts``): the traffic record, and the sampled share of texts for the review
+queue apart. When the buffer is full, records are dropped and counted (``dropped``, and the ``on_drop`` hook a server
+wires to its metrics). Nothing in ``record`` raises or waits for storage; a killed process loses its buffer, never
+corrupts what was written.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
-import io
 import logging
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmguard.monitoring.keys import KEY_ENV, KEY_FILE_ENV, ItemKey, ItemKeyError, item_ids, load_item_key
+from harmguard.monitoring.parts import DECISION, REVIEW, SCORE, TRAFFIC, traffic_schema, write_table
 from harmguard.settings import Settings
 from harmguard.storage import ArtifactStore, open_store
 
 logger = logging.getLogger("harmguard.monitoring")
 
-TRAFFIC = "traffic"
-REVIEW = "review"
 SOURCES = ("serve", "batch")
-SCORE = "score_"
-DECISION = "decision_"
-# The fixed columns of every part, in order; per-category score and decision columns follow.
-BASE_FIELDS = [
-    pa.field("ts", pa.timestamp("us", tz="UTC")),
-    pa.field("policy", pa.string()),
-    pa.field("version", pa.string()),
-    pa.field("thresholds_version", pa.string()),
-    pa.field("source", pa.string()),
-    pa.field("item_id", pa.string()),
-    pa.field("id_source", pa.string()),
-    pa.field("text_length", pa.int32()),
-    pa.field("flagged", pa.bool_()),
-]
-TEXT_FIELD = pa.field("text", pa.string())  # review parts only
-_READ_THREADS = 8  # parts are small objects: reading them is I/O-bound, on GCS above all
-
-
-def traffic_schema(categories: Sequence[str], *, with_text: bool = False) -> pa.Schema:
-    """The schema of a traffic part (``with_text``: a review part) for a policy's categories."""
-    fields = list(BASE_FIELDS)
-    fields += [pa.field(f"{SCORE}{c}", pa.float32()) for c in categories]
-    fields += [pa.field(f"{DECISION}{c}", pa.bool_()) for c in categories]
-    return pa.schema([*fields, TEXT_FIELD] if with_text else fields)
-
-
-def partition_prefix(root: str, policy: str, day: date | None = None) -> str:
-    """``<root>/<policy>`` or one day's folder ``<root>/<policy>/dt=YYYY-MM-DD``."""
-    return f"{root}/{policy}" + (f"/dt={day.isoformat()}" if day is not None else "")
-
-
-def part_day(key: str) -> date | None:
-    """The ``dt=`` day of a part's key (None when the key is not a part)."""
-    for piece in key.split("/"):
-        if piece.startswith("dt="):
-            try:
-                return date.fromisoformat(piece[3:])
-            except ValueError:
-                return None
-    return None
 
 
 def sampled(item_id: str, rate: float) -> bool:
@@ -108,7 +50,12 @@ class RecorderConfig(BaseModel):
     sample_rate: float = Field(default=0.01, ge=0, le=1, description="Share of texts kept for the review queue.")
     capacity: int = Field(default=100_000, ge=1, description="Records held in memory at most; more are dropped.")
     flush_records: int = Field(default=20_000, ge=1, description="Flush as soon as this many records wait.")
-    flush_seconds: float = Field(default=10.0, gt=0, description="Flush at least this often (seconds).")
+    flush_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Flush at least this often (seconds). Each flush writes a part, and reading a part costs "
+        "milliseconds however small it is: 120 s keeps a day under 720 parts per replica until it is compacted.",
+    )
 
 
 @dataclass
@@ -178,29 +125,6 @@ def _table(batches: list[_Batch], *, with_text: bool) -> pa.Table:
     if with_text:
         cols["text"] = pa.array([b.review[i] for b in batches for i in range(len(b))], pa.string())
     return pa.Table.from_pydict(cols, schema=traffic_schema(cats, with_text=with_text))
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    """A table as one Parquet file (zstd; dictionaries for the repeated strings)."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
-
-
-def write_table(store: ArtifactStore, root: str, table: pa.Table) -> list[str]:
-    """Write a table as create-only parts, one per UTC day of ``ts``; returns the keys written."""
-    if not table.num_rows:
-        return []
-    policy = table.column("policy")[0].as_py()
-    days = pc.cast(table.column("ts"), pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us")).cast(pa.date32())
-    keys = []
-    for day in pc.unique(days).to_pylist():
-        part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-        now = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        key = f"{partition_prefix(root, policy, day)}/part-{now}-{uuid.uuid4().hex[:12]}.parquet"
-        if store.create_only(key, parquet_bytes(part)):
-            keys.append(key)
-    return keys
 
 
 class TrafficRecorder:
@@ -460,52 +384,3 @@ def open_recorder(
         return DisabledRecorder(reason)
     cfg = (config or RecorderConfig()).model_copy(update={"sample_rate": sample_rate})
     return TrafficRecorder(store or open_store(settings.home), key, cfg, on_drop=on_drop)
-
-
-# --- reading -----------------------------------------------------------------------------------------------------
-
-
-def list_parts(store: ArtifactStore, root: str, policy: str, start: datetime, end: datetime) -> list[str]:
-    """Keys of the parts whose day overlaps ``[start, end)`` (UTC)."""
-    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
-    keys = []
-    for key in store.list(partition_prefix(root, policy)):
-        day = part_day(key)
-        if key.endswith(".parquet") and day is not None and first <= day <= last:
-            keys.append(key)
-    return keys
-
-
-def read_parts(
-    store: ArtifactStore, keys: list[str], *, columns: list[str] | None = None, start: datetime, end: datetime
-) -> pa.Table | None:
-    """The rows of ``keys`` with ``start <= ts < end``, only ``columns`` (which must include ``ts``); None if none."""
-
-    def one(key: str) -> pa.Table:
-        data = store.read_bytes(key)
-        schema = pq.read_schema(io.BytesIO(data))
-        wanted = None if columns is None else [c for c in columns if c in schema.names]
-        return pq.read_table(io.BytesIO(data), columns=wanted, read_dictionary=["version", "thresholds_version"])
-
-    if not keys:
-        return None
-    with ThreadPoolExecutor(_READ_THREADS) as pool:
-        tables = list(pool.map(one, keys))
-    table = pa.concat_tables(tables, promote_options="permissive")
-    ts = table.column("ts")
-    lo, hi = pa.scalar(start.astimezone(UTC), ts.type), pa.scalar(end.astimezone(UTC), ts.type)
-    mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
-    table = table.filter(mask)
-    return table if table.num_rows else None
-
-
-def read_traffic(
-    store: ArtifactStore, policy: str, start: datetime, end: datetime, *, columns: list[str] | None = None
-) -> pa.Table | None:
-    """The traffic record of ``policy`` in ``[start, end)``; None when there is none."""
-    return read_parts(store, list_parts(store, TRAFFIC, policy, start, end), columns=columns, start=start, end=end)
-
-
-def categories_of(schema: pa.Schema) -> list[str]:
-    """The categories a part's columns carry (``score_<category>``), in column order."""
-    return [n.removeprefix(SCORE) for n in schema.names if n.startswith(SCORE)]
