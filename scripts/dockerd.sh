@@ -24,9 +24,23 @@ ours() {  # the recorded pid, when it is still that dockerd
 }
 
 start() {
+  local pid other
   if answers; then
     echo running
     return 0
+  fi
+  # A dockerd that is not ours may still be starting (its pid file is there): wait for it, leave it alone.
+  other="$(cat /var/run/docker.pid 2>/dev/null || true)"
+  if [[ "$other" =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$other/comm" 2>/dev/null)" = dockerd ] && ! ours >/dev/null; then
+    for _ in $(seq "$WAIT_S"); do
+      if answers; then
+        echo running
+        return 0
+      fi
+      sleep 1
+    done
+    echo "dockerd.sh: dockerd $other (not started by this script) does not answer within ${WAIT_S}s" >&2
+    return 1
   fi
   if ! command -v dockerd >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -45,13 +59,14 @@ start() {
   mkdir -p "$STATE_DIR"
   # setsid: the engine outlives this shell (make runs each line in its own), and a Ctrl-C of make does not reach it.
   setsid dockerd >"$LOG_FILE" 2>&1 </dev/null &
-  echo $! >"$PID_FILE"
+  pid=$!
+  echo "$pid" >"$PID_FILE"
   for _ in $(seq "$WAIT_S"); do
     if answers; then
-      echo "started $(cat "$PID_FILE")"
+      echo "started $pid"
       return 0
     fi
-    if ! ours >/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then  # (its name is setsid's until it has exec'd dockerd: kill -0, not ours)
       echo "dockerd.sh: dockerd exited while starting; its log ($LOG_FILE) ends:" >&2
       tail -n 20 "$LOG_FILE" >&2
       rm -f "$PID_FILE"
