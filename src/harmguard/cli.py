@@ -289,6 +289,38 @@ def _principal(store: Any) -> Any:
     return principal_for(store.uri)
 
 
+_WORKFLOW_HELP = (
+    "Then resume this Argo workflow waiting at await-approval for VERSION with the decision "
+    "(ARGO_SERVER, ARGO_TOKEN, ARGO_NAMESPACE, as the argo CLI reads them)."
+)
+
+
+def _awaiting_approval(workflow: str, version: str) -> Any:
+    """The workflow's suspended approval of ``version`` (Argo Server, through Hera), or exit saying why not."""
+    from harmguard.k8s.argo_resume import ArgoResumeError, argo_server, find_approval
+
+    try:
+        return find_approval(argo_server(), workflow, version)
+    except ArgoResumeError as e:
+        raise _fail(escape(str(e)), e.exit_code) from e
+
+
+def _resume_workflow(pending: Any, event: dict[str, Any], *, approve: bool) -> None:
+    """Set the decision as the approval node's outputs and resume it; the audit event is already recorded."""
+    from harmguard.k8s.argo_resume import ArgoResumeError, resume_with_decision
+
+    try:
+        resume_with_decision(pending, approve=approve, approver=str(event["who"]), reason=str(event["why"]))
+    except ArgoResumeError as e:
+        message = (
+            f"the decision is recorded, but workflow {pending.ref} was not resumed: {e}. Finish it by hand: argo node "
+            f"set {pending.workflow} --node-field-selector id={pending.node_id} --output-parameter approve=... && "
+            f"argo resume {pending.workflow} --node-field-selector id={pending.node_id}"
+        )
+        raise _fail(escape(message), e.exit_code) from e
+    err.print(f"resumed workflow {escape(pending.ref)} with approve={'YES' if approve else 'NO'}")
+
+
 @app.command()
 def approve(
     version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to approve.")],
@@ -297,6 +329,7 @@ def approve(
         str | None, typer.Option(help="Your display name (default: your account). Who approves is your login.")
     ] = None,
     override_gate: Annotated[bool, typer.Option(help="Approve a version the gate did not bless (recorded).")] = False,
+    workflow: Annotated[str | None, typer.Option(help=_WORKFLOW_HELP)] = None,
 ) -> None:
     """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL).
 
@@ -310,6 +343,7 @@ def approve(
 
     store = open_store(_settings().home)
     principal = _principal(store)
+    pending = _awaiting_approval(workflow, version) if workflow else None  # checked before anything is recorded
     try:
         event = approve_version(store, version, by=by, principal=principal, reason=reason, override_gate=override_gate)
     except ApprovalError as e:
@@ -319,6 +353,8 @@ def approve(
     note = " [yellow](gate overridden)[/]" if override_gate else ""
     who = _who(event["who"], event["principal"])
     err.print(f"[green]approved[/] {escape(version)}{note} by {who}; valid until {event['expires_at']}")
+    if pending is not None:
+        _resume_workflow(pending, event, approve=True)
 
 
 @app.command()
@@ -326,6 +362,7 @@ def reject(
     version: Annotated[str, typer.Argument(help="The version '<policy>/<n>' to reject.")],
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
     by: Annotated[str | None, typer.Option(help="Your display name (default: your account).")] = None,
+    workflow: Annotated[str | None, typer.Option(help=_WORKFLOW_HELP)] = None,
 ) -> None:
     """Reject a version: it cannot be promoted or rolled back to (an earlier approval is withdrawn)."""
     from harmguard.promotion.approval import ApprovalError, reject_version
@@ -333,6 +370,7 @@ def reject(
     from harmguard.storage import open_store
 
     store = open_store(_settings().home)
+    pending = _awaiting_approval(workflow, version) if workflow else None  # checked before anything is recorded
     try:
         event = reject_version(store, version, by=by, principal=_principal(store), reason=reason)
     except ApprovalError as e:
@@ -340,6 +378,8 @@ def reject(
     except (VersionNotFound, ValueError) as e:
         raise _fail(escape(str(e)), ExitCode.USAGE) from e
     err.print(f"[red]rejected[/] {escape(version)} by {_who(event['who'], event['principal'])}")
+    if pending is not None:
+        _resume_workflow(pending, event, approve=False)
 
 
 @app.command()

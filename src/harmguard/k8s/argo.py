@@ -7,8 +7,8 @@ Argo schedules; Kubeflow Pipelines runs the pipelines. Every step runs the one h
   the step's log. Otherwise ``harmguard submit --pipeline training --wait`` runs the training pipeline on KFP under
   the workflow's name as run id, on the labels cut the check counted; ``python -m harmguard.k8s.argo outcome``
   reads that run's blessing and registration from the registry; a blessed version suspends the workflow for a human
-  decision (``approve`` YES/NO, ``approver``, ``reason``, supplied with ``argo resume`` / ``argo node set`` or the
-  UI). The decision is recorded
+  decision (``approve`` YES/NO, ``approver``, ``reason``, supplied by ``harmguard approve|reject --workflow``
+  (``harmguard.k8s.argo_resume``), ``argo resume`` / ``argo node set`` or the UI). The decision is recorded
   with ``harmguard approve`` / ``harmguard reject`` (the registry's audit log, the same trail a CLI approval
   leaves); a YES then runs the promotion pipeline, whose first step verifies that approval. No decision before
   the approval timeout resumes with the defaults, i.e. a rejection by ``argo:approval-timeout``. No pod is held

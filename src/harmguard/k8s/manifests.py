@@ -226,7 +226,8 @@ FILES: tuple[ManifestFile, ...] = (
     ManifestFile(
         "argo/cron-workflow.retrain.yaml",
         "Weekly retraining: the KFP training pipeline, then (if blessed) a human approval, then promotion.\n"
-        "Approve: argo resume WORKFLOW (UI form), or\n"
+        "Approve: harmguard approve VERSION --reason WHY --workflow WORKFLOW (or reject; ARGO_SERVER, ARGO_TOKEN), or\n"
+        "  argo resume WORKFLOW (UI form), or\n"
         "  argo node set WORKFLOW --output-parameter approve=YES --output-parameter approver=NAME\n"
         "    --output-parameter reason=WHY --node-field-selector displayName=await-approval && argo resume WORKFLOW\n"
         "No decision within the approval timeout is a rejection (recorded by `harmguard reject`).",
@@ -237,7 +238,10 @@ FILES: tuple[ManifestFile, ...] = (
             ("name=training-outcome > command", "reads runs/<workflow name>/blessing.json and registration.json"),
             ("name=approval > suspend", "no pod runs while the workflow waits here"),
             ("name=approval > suspend > duration", "the approval timeout: resumes with the defaults, i.e. approve NO"),
-            ("name=approval > supplied", "set by `argo resume` / `argo node set` or the UI's resume form"),
+            (
+                "name=approval > supplied",
+                "set by `harmguard approve|reject --workflow`, `argo node set` or the UI's form",
+            ),
             ("name=review > when", "YES: record the approval, then promote"),
         ),
     ),
