@@ -35,6 +35,7 @@ from harmguard.serving.config import (
     Batching,
     Limits,
     ServeArgs,
+    Traffic,
     UserConfig,
 )
 from harmguard.serving.metrics import ServingMetrics
@@ -57,6 +58,11 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     texts: list[StrictStr] = Field(min_length=1, description="Texts to classify (at least one).")
+    ids: list[StrictStr] | None = Field(
+        default=None,
+        description="Optional item ids, one per text: the traffic record keys each text by its id (else by a keyed "
+        "hash of its normalized text), so moderators' later decisions join it.",
+    )
 
 
 class TextResult(BaseModel):
@@ -90,6 +96,17 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
 
 
 # --- model deployment --------------------------------------------------------------------------------------------
+
+
+def _open_recorder(traffic: dict[str, Any] | None, metrics: ServingMetrics) -> Any:
+    """The traffic recorder of this ingress replica (a disabled one when the record is off or has no key)."""
+    from harmguard.monitoring.traffic import DisabledRecorder, open_recorder
+    from harmguard.settings import load_settings
+
+    if traffic is None:
+        return DisabledRecorder("the traffic record is off in this app's args")
+    spec = Traffic.model_validate(traffic)
+    return open_recorder(load_settings(), sample_rate=spec.sample_rate, on_drop=metrics.dropped_records.inc)
 
 
 @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_cpus": 1})
@@ -200,11 +217,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class ClassifierIngress:
     """HTTP front: enforces limits before anything reaches the model, counts, and answers typed JSON."""
 
-    def __init__(self, model: DeploymentHandle, limits: dict[str, Any]) -> None:
-        """Keep the model handle and the limits; metrics live in this replica's own registry."""
+    def __init__(self, model: DeploymentHandle, limits: dict[str, Any], traffic: dict[str, Any] | None = None) -> None:
+        """Keep the model handle and the limits; metrics live in this replica's own registry; open the record."""
         self._model = model
         self._limits = Limits.model_validate(limits)
         self._metrics = ServingMetrics()
+        self._recorder = _open_recorder(traffic, self._metrics)
+
+    def __del__(self) -> None:
+        """Serve deletes a replica on shutdown or scale-down: write what the record still buffers."""
+        recorder = getattr(self, "_recorder", None)
+        if recorder is not None:
+            recorder.close(timeout=10.0)
 
     async def _read_body(self, request: Request) -> bytes | JSONResponse:
         cap = self._limits.max_body_bytes
@@ -219,7 +243,7 @@ class ClassifierIngress:
                 return too_big
         return bytes(body)
 
-    def _parse(self, body: bytes) -> list[str] | JSONResponse:
+    def _parse(self, body: bytes) -> tuple[list[str], list[str] | None] | JSONResponse:
         try:
             doc = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -227,10 +251,13 @@ class ClassifierIngress:
         except (ValueError, RecursionError):
             return _error(400, "body is not valid JSON")
         try:
-            texts = ClassifyRequest.model_validate(doc).texts
+            req = ClassifyRequest.model_validate(doc)
         except ValidationError as e:
             details = [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors()]
             return _error(422, 'expected {"texts": [string, ...]} with at least one text', details=details)
+        texts, ids = req.texts, req.ids
+        if ids is not None and len(ids) != len(texts):
+            return _error(422, f"{len(ids)} ids for {len(texts)} texts: give one id per text, or none")
         lim = self._limits
         if len(texts) > lim.max_texts_per_request:
             n = lim.max_texts_per_request
@@ -244,7 +271,7 @@ class ClassifierIngress:
                 t.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate: tokenizers raise on it, and it is no text anyone wrote
                 return _error(422, f"text {i} is not valid Unicode (a lone surrogate); it cannot be encoded as UTF-8")
-        return texts
+        return texts, ids
 
     @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
     async def classify(self, request: Request) -> Response:
@@ -259,10 +286,11 @@ class ClassifierIngress:
         if isinstance(body, JSONResponse):
             self._metrics.rejected("max_body_bytes")
             return body
-        texts = self._parse(body)
-        if isinstance(texts, JSONResponse):
-            self._metrics.rejected(json.loads(bytes(texts.body)).get("limit", "schema"))
-            return texts
+        parsed = self._parse(body)
+        if isinstance(parsed, JSONResponse):
+            self._metrics.rejected(json.loads(bytes(parsed.body)).get("limit", "schema"))
+            return parsed
+        texts, ids = parsed
         try:
             out = await asyncio.wait_for(self._model.classify.remote(texts), self._limits.request_timeout_s)
         except TimeoutError:
@@ -279,6 +307,17 @@ class ClassifierIngress:
         if "error" in out:  # this request alone failed to score (its batch neighbours were answered)
             return _error(500, f"the model could not score this request ({out['error']})")
         self._metrics.observe_answer(out)
+        version = out["model_version"]
+        self._recorder.record(  # buffered: never waits for storage, never raises
+            policy=version.rpartition("/")[0],
+            version=version,
+            thresholds_version=out["thresholds_version"],
+            texts=texts,
+            scores=[r["scores"] for r in out["results"]],
+            decisions=[r["decisions"] for r in out["results"]],
+            ids=ids,
+            source="serve",
+        )
         payload = {k: out[k] for k in ("results", "model_version", "thresholds_version")}
         return JSONResponse(payload)
 
@@ -331,4 +370,5 @@ def build_app(args: ServeArgs) -> Application:
         num_replicas=args.ingress_replicas,
         max_queued_requests=args.ingress_max_queued_requests or INGRESS_MAX_ONGOING,
     )
-    return ingress.bind(model, args.limits.model_dump())
+    traffic = args.traffic.model_dump() if args.traffic is not None else None
+    return ingress.bind(model, args.limits.model_dump(), traffic)

@@ -92,6 +92,16 @@ class UserConfig(ModelSpec):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class Traffic(BaseModel):
+    """The traffic record the ingress keeps (``harmguard.monitoring.traffic``): no text, keyed item ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Share of texts kept, with scores, for the review queue (the policy's)."
+    )
+
+
 class ServeArgs(BaseModel):
     """Arguments of ``build_app`` (the ``args`` of a Serve config or RayService ``serveConfigV2``)."""
 
@@ -104,6 +114,11 @@ class ServeArgs(BaseModel):
     limits: Limits = Field(default_factory=Limits, description="Request limits.")
     batching: Batching = Field(default_factory=Batching, description="Batching and replica settings.")
     ingress_replicas: int = Field(default=1, gt=0, description="HTTP ingress replicas.")
+    traffic: Traffic | None = Field(
+        default=None,
+        description="Record each scored text (time, version, scores, decisions, length, keyed id; never the text) "
+        "under HARMGUARD_HOME/traffic/<policy>/. None: no record.",
+    )
     ingress_max_queued_requests: int | None = Field(
         default=None,
         gt=0,

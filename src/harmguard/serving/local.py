@@ -32,6 +32,7 @@ from harmguard.serving.config import (
     ENDPOINT_KEY,
     MODEL_DEPLOYMENT,
     ServeArgs,
+    Traffic,
     UserConfig,
     build_serve_config,
 )
@@ -71,6 +72,22 @@ def resolve_version(store: ArtifactStore, policy: str | None, version: str | Non
         note = f"WARNING: {policy} has no champion yet; serving its challenger {challenger.version} (not approved)"
         return get_version(store, challenger.version), note
     raise ServeError(f"{policy} has neither a champion nor a challenger: run training first or pass --version")
+
+
+def recorded_traffic(store: ArtifactStore, record: VersionRecord) -> Traffic:
+    """The traffic record settings of the policy file ``record`` was registered with (its ``monitoring``)."""
+    import yaml
+
+    from harmguard.policy import Policy
+    from harmguard.registry import read_policy_file
+
+    digest = record.lineage.get("policy_digest")
+    try:
+        doc = yaml.safe_load(read_policy_file(store, digest)) if isinstance(digest, str) and digest else None
+        policy = Policy.model_validate(doc) if doc else None
+    except (FileNotFoundError, ValueError, yaml.YAMLError):
+        policy = None  # registered before policy files were kept: the default sample rate
+    return Traffic(sample_rate=policy.monitoring.sample_rate) if policy is not None else Traffic()
 
 
 def verify_user_config(cfg: UserConfig) -> None:

@@ -45,6 +45,9 @@ class ServingMetrics:
             ["category"],
             registry=r,
         )
+        self.dropped_records = Counter(
+            "harmguard_traffic_dropped_records", "Traffic records dropped because the buffer was full.", registry=r
+        )
         self.shadow_errors = Counter("harmguard_shadow_errors", "Batches the shadow model failed to score.", registry=r)
 
     def observe_request(self, status: int, seconds: float) -> None:
