@@ -6,31 +6,106 @@ import getpass
 import json
 import os
 import sys
+import traceback
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from harmguard import __version__
 from harmguard.exit_codes import ExitCode
 
 app = typer.Typer(
     help="harmguard: retrain, gate, approve and serve Trust & Safety classifiers.",
     no_args_is_help=True,
-    add_completion=False,
+    # `harmguard --install-completion` / `--show-completion` (bash, zsh, fish, PowerShell)
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
 _TF = "Transformer family"
+PROG = "harmguard"
+
+
+class Family(StrEnum):
+    """``run --family``: the model families (``harmguard.training.dispatch.FAMILIES``)."""
+
+    baseline = "baseline"
+    transformer = "transformer"
+
+
+class Pipeline(StrEnum):
+    """``submit --pipeline``: the compiled pipelines (``harmguard.runners.submit.PIPELINE_CHOICES``)."""
+
+    training = "training"
+    promotion = "promotion"
+    scoring = "scoring"
+
+
+class Backend(StrEnum):
+    """``submit --backend``: where the training pipeline trains (``harmguard.runners.submit.BACKENDS``)."""
+
+    inline = "inline"
+    rayjob = "rayjob"
+
+
+def _json_error(message: str, code: int) -> None:
+    """Under --json, an error is one JSON object on stdout too: ``{"error", "exit_code"}``."""
+    sys.stdout.write(json.dumps({"error": message, "exit_code": int(code)}) + "\n")
+
+
+def _plain(message: str) -> str:
+    """A message as the terminal shows it: rich markup and escapes resolved (the JSON error carries this text)."""
+    try:
+        return Text.from_markup(message).plain
+    except MarkupError:
+        return message
+
+
+# Whether the command running now was given --json (set by the option's callback as each command is parsed).
+_json_output = {"on": False}
+
+
+def _note_json(value: bool) -> bool:
+    _json_output["on"] = bool(value)
+    return value
+
+
+# Every command's --json: one JSON object as the last line of stdout, an error included (``_fail``).
+JsonFlag = Annotated[
+    bool,
+    typer.Option("--json", callback=_note_json, help="Print one JSON object as the last line of stdout (errors too)."),
+]
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
-    """Print the error and return the exit to raise with its code (see harmguard.exit_codes)."""
+    """Print the error (under --json also as a JSON object) and return the exit to raise (harmguard.exit_codes)."""
+    if _json_output["on"]:
+        _json_error(_plain(message), code)
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(int(code))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print harmguard's version and exit."),
+    ] = False,
+) -> None:
+    """harmguard: retrain, gate, approve and serve Trust & Safety classifiers."""
 
 
 def _settings():
@@ -75,11 +150,13 @@ def run(
         str, typer.Option("--data", help="Data path/URI (CSV, Parquet, JSONL) instead of the policy's.")
     ] = "",
     columns: Annotated[str, typer.Option(help='Column mapping override as JSON, e.g. \'{"text": "body"}\'.')] = "",
-    family: Annotated[str, typer.Option(help="Model family: baseline or transformer (Ray Train).")] = "baseline",
+    family_choice: Annotated[
+        Family, typer.Option("--family", help="Model family (transformer: Ray Train).")
+    ] = Family.baseline,
     sample: Annotated[int, typer.Option(help="Use a stable sample of this many rows (0: all).", min=0)] = 0,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     by: Annotated[str | None, typer.Option(help="Who starts the run (default: the OS user).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
     labels_watermark: Annotated[
         int | None,
         typer.Option(help="Imported labels: take the imports up to this watermark (default: the current one).", min=0),
@@ -127,6 +204,8 @@ def run(
     from harmguard.data.sources import LabelsCutError
     from harmguard.policy import PolicyError
     from harmguard.runners.local import run_training
+
+    family = family_choice.value
 
     if columns:
         try:
@@ -218,7 +297,7 @@ def _print_run(s: dict[str, Any]) -> None:
 @app.command()
 def status(
     policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show champion, what is deployed, challenger, pending approvals, mismatches, unfinished moves, audit problems."""
     from harmguard.k8s.rayservice import rayservice_rollout
@@ -330,6 +409,7 @@ def approve(
     ] = None,
     override_gate: Annotated[bool, typer.Option(help="Approve a version the gate did not bless (recorded).")] = False,
     workflow: Annotated[str | None, typer.Option(help=_WORKFLOW_HELP)] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Approve exactly this version's model, blessing and thresholds for promotion (expires after the policy's TTL).
 
@@ -355,6 +435,8 @@ def approve(
     err.print(f"[green]approved[/] {escape(version)}{note} by {who}; valid until {event['expires_at']}")
     if pending is not None:
         _resume_workflow(pending, event, approve=True)
+    if as_json:
+        sys.stdout.write(json.dumps(event, default=str) + "\n")  # the audit event as recorded
 
 
 @app.command()
@@ -363,6 +445,7 @@ def reject(
     reason: Annotated[str, typer.Option(help="Why; kept in the audit log.")],
     by: Annotated[str | None, typer.Option(help="Your display name (default: your account).")] = None,
     workflow: Annotated[str | None, typer.Option(help=_WORKFLOW_HELP)] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Reject a version: it cannot be promoted or rolled back to (an earlier approval is withdrawn)."""
     from harmguard.promotion.approval import ApprovalError, reject_version
@@ -380,13 +463,15 @@ def reject(
     err.print(f"[red]rejected[/] {escape(version)} by {_who(event['who'], event['principal'])}")
     if pending is not None:
         _resume_workflow(pending, event, approve=False)
+    if as_json:
+        sys.stdout.write(json.dumps(event, default=str) + "\n")  # the audit event as recorded
 
 
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="The approved version '<policy>/<n>' to make champion.")],
     by: Annotated[str | None, typer.Option(help="Who promotes (default: the OS user).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run the promotion pipeline locally (kfp.local): approval, digest, champion, golden file, swap, deploy.
 
@@ -425,7 +510,7 @@ def rollback(
         bool,
         typer.Option(help="Restore the previous version although its approval expired or it was rejected (audited)."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Move `champion` back to the version it replaced (compare-and-swap, audited as rollback) and deploy it.
 
@@ -465,32 +550,41 @@ def compile_(
         Path | None,
         typer.Option(help="Where to render the Argo and KubeRay manifests (default: manifests/ of the checkout)."),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Compile the KFP pipelines and render the cluster manifests; every container runs HARMGUARD_IMAGE."""
     from harmguard.k8s.manifests import default_manifests_dir, render_manifests
     from harmguard.runners.compile import compile_pipelines
 
     image = _settings().image
+    written: dict[str, Any] = {"image": image, "pipelines": [], "manifests": []}
     for path in compile_pipelines(output_dir, image=image):
         err.print(f"wrote {path}")
+        written["pipelines"].append(str(path))
     target = manifests_dir or (output_dir / "manifests" if output_dir else default_manifests_dir())
     if target is None:
         err.print("no source checkout here: pass --manifests-dir to render the manifests")
-        return
-    for path in render_manifests(target, image=image):
-        err.print(f"wrote {path}")
+    else:
+        for path in render_manifests(target, image=image):
+            err.print(f"wrote {path}")
+            written["manifests"].append(str(path))
+    if as_json:
+        sys.stdout.write(json.dumps(written) + "\n")
 
 
 @app.command("submit")
 def submit_(
-    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888.")],
-    pipeline: Annotated[str, typer.Option(help="Pipeline to run: training, promotion or scoring.")] = "training",
+    host: Annotated[
+        str,
+        typer.Option(envvar="KF_PIPELINES_ENDPOINT", help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888."),
+    ],
+    pipeline: Annotated[Pipeline, typer.Option(help="Pipeline to run.")] = Pipeline.training,
     param: Annotated[
         list[str] | None, typer.Option("--param", help="Pipeline parameter NAME=VALUE (repeatable).")
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Training backend: inline (the step trains on a GPU node) or rayjob (KubeRay).")
-    ] = "inline",
+        Backend, typer.Option(help="Training backend: inline (the step trains on a GPU node) or rayjob (KubeRay).")
+    ] = Backend.inline,
     image: Annotated[str | None, typer.Option(help="Image of every step (default: HARMGUARD_IMAGE).")] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment (created when missing).")] = "harmguard",
     namespace: Annotated[str | None, typer.Option(help="Namespace of a multi-user KFP.")] = None,
@@ -501,7 +595,7 @@ def submit_(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end; exit 3 unless it succeeded.")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait at most.", min=1)] = 86400,
     poll: Annotated[float, typer.Option(help="With --wait: seconds between status checks.", min=0.01)] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create a run of a compiled pipeline on a Kubeflow Pipelines cluster (kfp.Client); --wait follows it."""
     from harmguard.runners.submit import SubmitError, SubmitInputError, parse_params, submit
@@ -509,9 +603,9 @@ def submit_(
     try:
         result = submit(
             host,
-            pipeline,
+            pipeline.value,
             parse_params(param or []),
-            backend=backend,
+            backend=backend.value,
             image=image or _settings().image,
             experiment=experiment,
             namespace=namespace,
@@ -676,7 +770,7 @@ def score(
     rows_per_part: Annotated[int, typer.Option(help="Input rows per output Parquet part.", min=1)] = 100_000,
     actors: Annotated[int, typer.Option(help="Scoring actors (1 CPU each, capped at the cluster's CPUs).", min=1)] = 2,
     overwrite: Annotated[bool, typer.Option(help="Replace an already committed output folder.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as one JSON line on stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Score a file with the serving model and thresholds (Ray Data); commit Parquet parts with a _SUCCESS manifest."""
     from harmguard.batch.output import AlreadyCommitted
@@ -720,7 +814,7 @@ def labels_import(
     skip_invalid: Annotated[
         bool, typer.Option(help="Import the valid events; write the invalid ones to a rejects file beside them.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Import moderation events: validated, idempotent (redeliveries counted), create-only, one watermark step."""
     from harmguard.labels.events import LabelFileError
@@ -732,8 +826,6 @@ def labels_import(
         result = import_events(open_store(_settings().home), p.name, p.categories, path, by=_user(),
                                skip_invalid=skip_invalid)  # fmt: skip
     except LabelFileError as e:
-        if as_json:
-            sys.stdout.write(json.dumps({"error": str(e), "exit_code": int(ExitCode.INVALID_INPUT)}) + "\n")
         raise _fail(escape(str(e)), ExitCode.INVALID_INPUT) from e
     err.print(
         f"imported {result.new} new event(s) of {result.read} read into {p.name} (watermark {result.watermark}); "
@@ -747,7 +839,7 @@ def labels_import(
 @labels_app.command("status")
 def labels_status_(
     policy: Annotated[str, typer.Option(help="Shipped policy name or path.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Events, items, redeliveries, per source and week; label, appeal and overturn rates; the watermark."""
     from harmguard.labels.status import labels_status
@@ -777,7 +869,7 @@ def retrain_needed_(
         int | None,
         typer.Option(help="New imported decisions that make a run due (default: the policy's).", min=1),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Whether a retraining run is due (new labels since the champion's data), with the labels cut to train on.
 
@@ -799,6 +891,7 @@ def labels_erase(
     policy: Annotated[str, typer.Option(help="Shipped policy name or path.")],
     item_id: Annotated[str, typer.Option(help="The content item taken down.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Take an item down: a tombstone, after which no snapshot contains its text."""
     from harmguard.labels.store import erase_item
@@ -810,14 +903,42 @@ def labels_erase(
     except ValueError as e:
         raise _fail(str(e), ExitCode.USAGE) from e
     err.print(f"erased item {escape(item_id)} of {p.name}" + ("" if tomb["new"] else " (it was already erased)"))
+    if as_json:
+        sys.stdout.write(json.dumps(tomb, default=str) + "\n")
 
 
-def main() -> None:
-    """Console-script entry point: the process-wide defaults a library must not set, then the command."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: the process-wide defaults a library must not set, then the command.
+
+    Under --json every error is a JSON object on stdout too, Click's usage errors (exit 2) and crashes (exit 1)
+    included; the commands' own refusals come from ``_fail``.
+    """
     # Never phone home: Great Expectations and MLflow read these when first imported (an explicit value wins).
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    app()
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
+    try:
+        # prog_name: usage lines and the completion variable (_HARMGUARD_COMPLETE) say `harmguard`, also under -m
+        code = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
+    except typer.TyperException as e:  # Click's usage errors (typer vendors Click): exit 2
+        if as_json:
+            _json_error(e.format_message(), e.exit_code)
+        from typer import rich_utils  # typer's error panel, what its standalone mode prints
+
+        rich_utils.rich_format_error(e)  # type: ignore[arg-type]  # Click's exceptions are TyperExceptions
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        if as_json:
+            _json_error("aborted", ExitCode.UNEXPECTED)
+        err.print("aborted")
+        sys.exit(int(ExitCode.UNEXPECTED))
+    except Exception as e:
+        if as_json:
+            _json_error(f"unexpected error: {type(e).__name__}: {e}", ExitCode.UNEXPECTED)
+        traceback.print_exc()  # what Python prints for an uncaught exception, with its exit code (1)
+        sys.exit(int(ExitCode.UNEXPECTED))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
