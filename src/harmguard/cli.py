@@ -666,7 +666,7 @@ def serve_(
             )
         challenger, _ = read_alias(store, record.policy, "challenger")
         other = get_version(store, challenger.version) if shadow and challenger and challenger.version else None
-        args = ServeArgs(user_config=user_config_for(record, other))
+        args = ServeArgs(user_config=user_config_for(record, other), traffic=local.recorded_traffic(store, record))
     except (LookupError, ValueError, local.ServeError) as e:
         raise _fail(escape(str(e)), ExitCode.USAGE) from e
     err.print(escape(note))
@@ -905,6 +905,85 @@ def labels_erase(
     err.print(f"erased item {escape(item_id)} of {p.name}" + ("" if tomb["new"] else " (it was already erased)"))
     if as_json:
         sys.stdout.write(json.dumps(tomb, default=str) + "\n")
+
+
+review_app = typer.Typer(help="The review queue: what moderators should look at next.", no_args_is_help=True)
+app.add_typer(review_app, name="review-queue")
+traffic_app = typer.Typer(help="The traffic record serving and batch scoring keep.", no_args_is_help=True)
+app.add_typer(traffic_app, name="traffic")
+PolicyOption = Annotated[str | None, typer.Option(help="Policy name (default: the only policy with a champion).")]
+
+
+def _monitoring(call: Any) -> dict[str, Any]:
+    from harmguard.monitoring.commands import CommandError
+
+    try:
+        return dict(call())
+    except CommandError as e:
+        raise _fail(escape(str(e)), e.exit_code) from e
+
+
+@app.command("monitor")
+def monitor_(
+    policy: PolicyOption = None,
+    since: Annotated[str, typer.Option(help="Window ending now (or at --until): e.g. 7d, 24h.")] = "7d",
+    from_: Annotated[str | None, typer.Option("--from", help="Window start (RFC 3339); wins over --since.")] = None,
+    until: Annotated[str | None, typer.Option(help="Window end (RFC 3339); default now.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare the traffic record with the model's validation scores: PSI, KS, flag rate, length, volume, precision.
+
+    Writes an HTML report and a JSON verdict under HARMGUARD_HOME/monitoring/<policy>/; exits 3 when a bound is
+    crossed (or there is no reference to compare with).
+    """
+    from harmguard.monitoring.commands import monitor_command
+
+    doc = _monitoring(lambda: monitor_command(policy, since=since, from_=from_, until=until, settings=_settings()))
+    err.print(
+        f"{escape(str(doc.get('status')))} · {doc.get('records', 0)} records · report {escape(str(doc.get('report')))}"
+    )
+    for reason in doc.get("reasons", []):
+        err.print(f"  {escape(str(reason))}")
+    if as_json:
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    raise typer.Exit(int(doc.get("exit_code", 0)))
+
+
+@review_app.command("export")
+def review_queue_export(
+    output: Annotated[str, typer.Option(help="File to write (.jsonl or .csv); never overwritten.")],
+    policy: PolicyOption = None,
+    n: Annotated[int, typer.Option(help="Items to pick.", min=1)] = 500,
+    random_share: Annotated[float, typer.Option(help="Share picked at random (quality checks).", min=0, max=1)] = 0.2,
+    seed: Annotated[int | None, typer.Option(help="Seed of the random share (default: from the export id).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pick sampled texts nearest each threshold plus a random share, as label events for reviewers to fill in."""
+    from harmguard.monitoring.commands import review_queue_export_command
+
+    doc = _monitoring(
+        lambda: review_queue_export_command(
+            policy, output=output, n=n, random_share=random_share, seed=seed, settings=_settings()
+        )
+    )
+    err.print(f"{doc.get('picked')} items to {escape(str(doc.get('output')))} ({doc.get('random')} at random)")
+    if as_json:
+        sys.stdout.write(json.dumps({k: v for k, v in doc.items() if k != "picks"}, default=str) + "\n")
+
+
+@traffic_app.command("purge")
+def traffic_purge(
+    policy: PolicyOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would be deleted; delete nothing.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete sampled review texts older than the policy's monitoring.retention_days; compact finished days."""
+    from harmguard.monitoring.commands import traffic_purge_command
+
+    doc = _monitoring(lambda: traffic_purge_command(policy, dry_run=dry_run, settings=_settings()))
+    err.print(f"{len(doc.get('deleted') or [])} review days past retention {'would be ' if dry_run else ''}deleted")
+    if as_json:
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
