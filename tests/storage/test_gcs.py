@@ -336,3 +336,6 @@ def test_full_run_on_gcs_registers_a_model(emulator: str, home: str, tmp_path: P
     challenger, _ = registry.read_alias(store, "sms_spam", "challenger")
     assert challenger is not None and challenger.version == "sms_spam/1"
     assert store.exists(f"snapshots/{summary['data_version']}")
+    # the version's MLflow model (MLmodel + pointer) lands in the bucket beside the experiment's artifacts
+    assert store.exists("mlflow-artifacts/sms_spam/versions/1/MLmodel")
+    assert store.exists("mlflow-artifacts/sms_spam/versions/1/harmguard.json")
