@@ -106,6 +106,7 @@ def _root(
     ] = False,
 ) -> None:
     """harmguard: retrain, gate, approve and serve Trust & Safety classifiers."""
+    _json_output["on"] = False  # runs before the subcommand's options are parsed: no --json carried over
 
 
 def _settings():

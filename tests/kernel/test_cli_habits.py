@@ -188,6 +188,13 @@ def test_a_refusal_under_json_is_a_json_object_with_its_exit_code(capsys, env, a
     assert got == doc["exit_code"] == code and message in doc["error"] and set(doc) == {"error", "exit_code"}
 
 
+def test_json_does_not_carry_over_to_the_next_command_in_the_same_process(capsys, env):
+    code, out, _ = call(capsys, "status", "--policy", "nope", "--json")
+    assert code == 2 and last_json(out)["exit_code"] == 2
+    code, out, err = call(capsys, "serve", "--policy", "nope")  # no --json: the refusal is for the terminal only
+    assert code == 2 and out == "" and "nope" in err
+
+
 def test_approve_and_reject_print_the_recorded_event(capsys, env, version):
     code, out, err = call(capsys, "approve", version, "--reason", "report read", "--json")
     assert code == 0, err
