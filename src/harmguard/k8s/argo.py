@@ -69,6 +69,7 @@ class ArgoConfig(BaseModel):
     timezone: str = Field(default="Etc/UTC", description="Timezone of the schedules.")
     retrain_schedules: tuple[str, ...] = Field(default=("0 3 * * 1",), description="Mondays 03:00.")
     score_schedules: tuple[str, ...] = Field(default=("30 4 * * *",), description="Daily 04:30.")
+    monitor_schedules: tuple[str, ...] = Field(default=("0 6 * * *",), description="Daily 06:00.")
     approval_timeout: str = Field(default="72h", description="How long a blessed version waits for a decision.")
     starting_deadline_seconds: int = Field(
         default=3600, ge=0, description="A schedule missed by more than this (controller down) is skipped."
@@ -501,6 +502,56 @@ def build_score_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
         )
         with Steps(name="score"):
             Step(name="score", template=submit_scoring)
+        _exit_handler(cfg)
+    return workflow
+
+
+def build_monitor_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
+    """The daily monitoring CronWorkflow: purge review texts past retention, then check the last day's traffic.
+
+    ``harmguard monitor`` exits 3 when a drift bound is crossed: the step fails (never retried: only exit 1 and pod
+    errors are), so the workflow fails and its exit handler reports it.
+    """
+    from hera.workflows import Container, CronWorkflow, Parameter, Step, Steps
+
+    cfg = cfg or ArgoConfig()
+    arguments = [
+        Parameter(name="policy", value=cfg.policy, description="Policy whose traffic is checked."),
+        Parameter(name="since", value="1d", description="Window of traffic checked, ending now (e.g. 1d, 7d)."),
+        Parameter(
+            name="notify-url", value="", description="Webhook told about drift or failed runs (empty: log only)."
+        ),
+    ]
+    with CronWorkflow(
+        entrypoint="monitor",
+        arguments=arguments,
+        active_deadline_seconds=2 * 3600,
+        **_workflow_kwargs(cfg, "harmguard-monitor", "monitoring", cfg.monitor_schedules),
+    ) as workflow:
+        purge = Container(
+            name="traffic-purge",
+            command=["harmguard"],
+            args=["traffic", "purge", "--policy", "{{workflow.parameters.policy}}", "--json"],
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "250m", "512Mi"),
+        )
+        monitor = Container(
+            name="check-drift",
+            command=["harmguard"],
+            args=[
+                "monitor",
+                "--policy",
+                "{{workflow.parameters.policy}}",
+                "--since",
+                "{{workflow.parameters.since}}",
+                "--json",
+            ],  # fmt: skip
+            retry_strategy=_retry(),
+            **_container_kwargs(cfg, "1", "2Gi"),
+        )
+        with Steps(name="monitor"):
+            Step(name="purge", template=purge)  # first: monitor then reads compacted days
+            Step(name="check", template=monitor)
         _exit_handler(cfg)
     return workflow
 

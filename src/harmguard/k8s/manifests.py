@@ -4,6 +4,7 @@
 |---|---|---|
 | ``argo/cron-workflow.retrain.yaml`` | CronWorkflow ``harmguard-retrain`` | ``harmguard.k8s.argo`` (Hera) |
 | ``argo/cron-workflow.score.yaml`` | CronWorkflow ``harmguard-batch-score`` | ``harmguard.k8s.argo`` (Hera) |
+| ``argo/cron-workflow.monitor.yaml`` | CronWorkflow ``harmguard-monitor`` | ``harmguard.k8s.argo`` (Hera) |
 | ``argo/rbac.workflows.yaml`` | ServiceAccount, Role, RoleBinding of the workflow pods | ``harmguard.k8s.argo`` |
 | ``kuberay/ray-job.train.yaml`` | RayJob ``harmguard-train`` | ``harmguard.k8s.kuberay`` |
 | ``kuberay/ray-service.classifier.yaml`` | RayService ``harmguard-classifier`` | ``harmguard.k8s.kuberay`` |
@@ -28,7 +29,13 @@ from typing import Any
 import yaml
 
 from harmguard.digests import thresholds_version
-from harmguard.k8s.argo import ArgoConfig, build_retrain_cron_workflow, build_score_cron_workflow, rbac_manifests
+from harmguard.k8s.argo import (
+    ArgoConfig,
+    build_monitor_cron_workflow,
+    build_retrain_cron_workflow,
+    build_score_cron_workflow,
+    rbac_manifests,
+)
 from harmguard.k8s.cluster import CLUSTER
 from harmguard.k8s.common import hardening_problems, is_pinned
 from harmguard.k8s.exposure import exposure_problems
@@ -146,6 +153,10 @@ def _score(image: str) -> list[dict[str, Any]]:
     return [build_score_cron_workflow(ArgoConfig(image=image)).to_dict()]
 
 
+def _monitor(image: str) -> list[dict[str, Any]]:
+    return [build_monitor_cron_workflow(ArgoConfig(image=image)).to_dict()]
+
+
 def _rbac(image: str) -> list[dict[str, Any]]:
     return rbac_manifests(ArgoConfig(image=image))
 
@@ -253,6 +264,22 @@ FILES: tuple[ManifestFile, ...] = (
             *(c for c in _CRON_COMMENTS if c[0] not in ("retryPolicy", "concurrencyPolicy")),
             ("concurrencyPolicy", "a run still going makes the next schedule skip: never two at once"),
             ("retryPolicy", "the scoring step commits its output only when complete, so a retry is safe"),
+        ),
+    ),
+    ManifestFile(
+        "argo/cron-workflow.monitor.yaml",
+        "Daily drift monitoring of the traffic record: `harmguard traffic purge`, then `harmguard monitor` over the\n"
+        "last day. A crossed bound (PSI, KS, flag-rate ratio, length shift, precision: the policy's `monitoring:`)\n"
+        "exits 3, fails the workflow and is reported by the exit handler; the verdict and HTML report are under\n"
+        "HARMGUARD_HOME/monitoring/<policy>/.",
+        _monitor,
+        (
+            *(c for c in _CRON_COMMENTS if c[0] != "retryPolicy"),
+            ("retryPolicy", "only exit 1 and pod errors: a crossed bound (exit 3) is an answer, not a failure"),
+            (
+                "name=traffic-purge > args",
+                "the first step: deletes review texts past retention and compacts finished days for the check",
+            ),
         ),
     ),
     ManifestFile(
