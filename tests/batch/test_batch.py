@@ -108,7 +108,7 @@ def test_batch_decisions_equal_the_online_server(champion, scored):
     texts, rows, out, manifest = scored["texts"], scored["rows"], scored["out"], scored["manifest"]
     record = champion["record"]
     assert manifest["model_version"] == record.version and manifest["thresholds_version"] == record.thresholds_version
-    assert manifest["skipped"] == {"null_text": 1, "not_text": 1, "too_long": 1}
+    assert manifest["skipped"] == {"null_text": 1, "not_text": 1, "too_long": 1, "not_utf8": 0}
 
     frame = read_scored(out)
     assert frame["id"].tolist() == [r["id"] for r in rows]  # every row, in input order, across several parts
