@@ -26,9 +26,17 @@ from tests.conftest import mirror_dir
 
 
 @pytest.fixture(scope="session")
-def spam_champion(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> dict[str, Any]:
-    """sms_spam/1: a baseline on 1,500 train rows, thresholds calibrated on validation, reference written, champion."""
+def spam_champion(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """sms_spam/1: a baseline on 1,500 train rows, thresholds calibrated on validation, reference written, champion.
+
+    Its MLflow database is its own: the session's shared one is shared by policy name, and other tests register
+    `sms_spam` there and check MLflow's aliases against their own registry.
+    """
+    from harmguard.registry import tracking
+
     base = tmp_path_factory.mktemp("monitoring-base")
+    mlflow_uri = f"sqlite:///{base / 'mlflow.db'}"
+    tracking.mlflow_client(mlflow_uri)
     home = base / "home"
     settings = Settings(home=str(home), cache=base / "cache", data_mirror=mirror_dir(), mlflow_tracking_uri=mlflow_uri)
     store = LocalStore(home)
