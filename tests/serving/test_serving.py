@@ -425,7 +425,9 @@ def test_a_failing_request_fails_alone_and_overload_answers_503_at_once(srv, mod
 
 def test_readyz_names_no_paths_or_buckets(srv, models, tmp_path):
     """A refused config's message names its model URI; /readyz gives only the exception type."""
-    digest = model_digest(models["b"])  # another model than the served one, at a path that does not exist
+    # A digest no model has, at a path that does not exist: a replica keeps recent models by digest, so a digest an
+    # earlier test served (model b) would be answered from that cache without reading the path.
+    digest = "ab" * 32
     missing = tmp_path / "bucket-canary-zq" / "models" / digest
     bad = srv["base"].model_copy(update={"version": "sms_spam/9", "model_uri": str(missing), "model_digest": digest})
     srv["args"] = srv["args"].model_copy(update={"user_config": bad})  # so the fixture restores the good one
