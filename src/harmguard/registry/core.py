@@ -41,8 +41,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import harmguard.registry.tracking as tracking
 from harmguard.digests import canonical_json, sha256_bytes, thresholds_version
-from harmguard.registry import tracking
 from harmguard.registry.mlflow_model import write_mlflow_model
 from harmguard.registry.principal import Principal, principal_for
 from harmguard.settings import Settings
