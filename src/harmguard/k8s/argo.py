@@ -396,21 +396,16 @@ def build_retrain_cron_workflow(cfg: ArgoConfig | None = None) -> Any:
         by = "{{steps.await-approval.outputs.parameters.approver}}"
         reason = "{{steps.await-approval.outputs.parameters.reason}}"
         version = "{{inputs.parameters.version}}"
-        record_approval = Container(
-            name="record-approval",
-            inputs=[Parameter(name="version"), Parameter(name="approver"), Parameter(name="reason")],
-            command=["harmguard", "approve", version],
-            args=["--by", "{{inputs.parameters.approver}}", "--reason", "{{inputs.parameters.reason}}"],
-            retry_strategy=_retry(),
-            **_container_kwargs(cfg, "500m", "1Gi"),
-        )
-        record_rejection = Container(
-            name="record-rejection",
-            inputs=[Parameter(name="version"), Parameter(name="approver"), Parameter(name="reason")],
-            command=["harmguard", "reject", version],
-            args=["--by", "{{inputs.parameters.approver}}", "--reason", "{{inputs.parameters.reason}}"],
-            retry_strategy=_retry(),
-            **_container_kwargs(cfg, "500m", "1Gi"),
+        record_approval, record_rejection = (
+            Container(
+                name=f"record-{decision_name}",
+                inputs=[Parameter(name="version"), Parameter(name="approver"), Parameter(name="reason")],
+                command=["harmguard", verb, version],
+                args=["--by", "{{inputs.parameters.approver}}", "--reason", "{{inputs.parameters.reason}}"],
+                retry_strategy=_retry(),
+                **_container_kwargs(cfg, "500m", "1Gi"),
+            )
+            for decision_name, verb in (("approval", "approve"), ("rejection", "reject"))
         )
         submit_promotion = Container(
             name="submit-promotion",
