@@ -518,6 +518,8 @@ def rollback(
     The version restored needs a valid approval (not expired, no reject since), as a promotion would; `--override`
     with a reason restores it without one and is written to the audit log as an override.
     """
+    from harmguard.k8s.rayservice import rayservice_rollout
+    from harmguard.promotion.deploy import NotDeployed
     from harmguard.promotion.promote import PromotionRefused, rollback_champion
     from harmguard.registry.runs import RunIdTaken, claim_run_id, new_run_id
     from harmguard.storage import open_store
@@ -525,11 +527,15 @@ def rollback(
     settings = _settings()
     store = open_store(settings.home)
     display = by or _principal(store).name
+    # On a cluster (HARMGUARD_KUBE_API or in a pod) the restored version goes to the RayService, as a promotion's does.
+    cluster = rayservice_rollout(settings, echo=lambda line: err.print(escape(line)))
     try:
         run_id = new_run_id(f"{policy}-rollback")
         claim_run_id(store, run_id, kind="rollback", by=display)
-        result = rollback_champion(store, settings, policy, by=display, reason=reason, run_id=run_id, override=override)
-    except (PromotionRefused, RunIdTaken) as e:
+        result = rollback_champion(
+            store, settings, policy, by=display, reason=reason, run_id=run_id, override=override, cluster=cluster
+        )
+    except (PromotionRefused, RunIdTaken, NotDeployed) as e:
         raise _fail(escape(str(e)), ExitCode.REJECTED) from e
     except ValueError as e:
         raise _fail(escape(str(e)), ExitCode.USAGE) from e

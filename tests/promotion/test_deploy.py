@@ -209,3 +209,25 @@ def test_status_shows_what_is_deployed_beside_the_champion(store, settings, appr
     assert deployed["version"] == approved.version and deployed["running"] is False
     assert "DEPLOYING" in deployed["state"]
     assert table.exit_code == 0 and "deployed" in table.stdout and "not running" in table.stdout
+
+
+def test_a_rollback_from_the_cli_deploys_the_restored_version_to_the_rayservice(
+    store, settings, approved, model_dir, hg_env, strict
+):
+    """`harmguard rollback` on a cluster (HARMGUARD_KUBE_API) patches the RayService back, as promotion patches it."""
+    second = register(store, settings, approved.policy, publish_model(store, model_dir), champion=approved)
+    approve_version(store, second.version, by="reviewer", principal="test:reviewer", reason="report reviewed")
+    with K8sStandIn(validate=strict, operator=kuberay(after=0)) as api:
+        api.add_rayservice(shipped())
+        promote(store, settings, approved.version, rollout(api))
+        promote(store, settings, second.version, rollout(api))
+        env = {"HARMGUARD_KUBE_API": api.host, "HARMGUARD_NAMESPACE": NS}
+        result = CliRunner().invoke(
+            app, ["rollback", "--policy", approved.policy, "--reason", "second one misfires", "--json"], env=env
+        )
+        live = api.rayservices[(NS, RAYSERVICE_NAME)]
+    assert result.exit_code == 0, result.output[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["version"] == approved.version
+    model = next(d for d in yaml.safe_load(live["spec"]["serveConfigV2"])["applications"][0]["deployments"])
+    assert model["user_config"] == model_user_config(approved)  # the cluster runs the restored version again
+    assert f"RayService {NS}/{RAYSERVICE_NAME} runs {approved.version}" in result.output
