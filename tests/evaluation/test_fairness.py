@@ -16,6 +16,7 @@ from harmguard.evaluation.fairness import (
     groups_from_column,
     groups_from_terms,
     identity_groups,
+    lexicon_coverage,
     measure_fairness,
     power_mean,
 )
@@ -203,6 +204,14 @@ def test_planted_identity_term_fails_the_fairness_gate_naming_group_and_metric(s
     evaluation, blessing = gate(0.0)
     assert blessing["blessed"], blessing["reasons"]
     assert evaluation["fairness"]["jigsaw_bias_madlibs"]["groups"]["muslim"]["bpsn_auc"] > 0.85
+    # the groups the shipped lexicon leaves out are reported with their own figures (abstraction cannot help them)
+    coverage = evaluation["fairness"]["jigsaw_bias_madlibs"]["coverage"]
+    assert {"sikh", "elderly", "middle aged"} <= set(coverage["uncovered"]) and "muslim" not in coverage["uncovered"]
+    assert coverage["covered"] + len(coverage["uncovered"]) == 50
+    sikh = evaluation["fairness"]["jigsaw_bias_madlibs"]["groups"]["sikh"]
+    assert coverage["uncovered"]["sikh"] == {
+        m: sikh[m] for m in ("rows", "negatives", "fpr", "bpsn_auc", "subgroup_auc")
+    }
 
     # 80% of hate training rows say "muslim": benign madlibs rows about Muslims now outrank abuse of others.
     evaluation, blessing = gate(0.8)
@@ -217,3 +226,16 @@ def test_planted_identity_term_fails_the_fairness_gate_naming_group_and_metric(s
     groups = evaluation["fairness"]["jigsaw_bias_madlibs"]["groups"]
     assert groups["muslim"]["bnsp_auc"] > 0.95  # abuse of Muslims is caught: the bias is one-sided (false positives)
     assert flatten(evaluation)["operating/jigsaw_bias_madlibs:muslim/hate/bpsn_auc"] < 0.7
+
+
+def test_lexicon_coverage_matches_group_names_by_word_never_by_substring():
+    groups = ["gay people", "Muslims", "immigrants", "middle eastern", "middle aged", "Blackfoot"]
+    assert lexicon_coverage(groups) == {
+        "gay people": True,  # "gay"
+        "Muslims": True,  # "muslims", any case
+        "immigrants": False,
+        "middle eastern": True,  # the multi-word term itself
+        "middle aged": False,  # "middle" alone is no term
+        "Blackfoot": False,  # "black" inside a word does not count
+    }
+    assert lexicon_coverage(["immigrants"], ["immigrants"]) == {"immigrants": True}  # a policy's own list

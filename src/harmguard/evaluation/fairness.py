@@ -30,6 +30,7 @@ import pandas as pd
 
 from harmguard.data.datasets import load_identity_terms
 from harmguard.evaluation.significance import wilson_interval, z_value
+from harmguard.identity import shipped_terms
 from harmguard.policy import IdentitySpec
 from harmguard.settings import Settings
 from harmguard.vocabulary import FAIRNESS_GROUP_METRICS, FAIRNESS_METRICS, FAIRNESS_SUMMARY_METRICS
@@ -294,6 +295,33 @@ def flatten_fairness(name: str, category: str, doc: dict[str, Any]) -> tuple[dic
         else:
             details[key] = {"interval": entry.get("interval"), "where": None}
     return values, details
+
+
+def lexicon_coverage(groups: list[str], terms: list[str] | None = None) -> dict[str, bool]:
+    """Per evaluation group, whether the identity lexicon (default: the shipped one) names it.
+
+    A group is covered when its name, or one of its words, is a lexicon term (``gay people`` by ``gay``, ``Muslims``
+    by ``muslims``). The uncovered groups are where identity abstraction cannot help: the model still reads their
+    words, so their figures are reported apart (the lexicon is never extended from an evaluation set).
+    """
+    lexicon = {" ".join(t.lower().split()) for t in (shipped_terms() if terms is None else terms)}
+    out: dict[str, bool] = {}
+    for group in groups:
+        name = " ".join(_WORD.findall(group.lower()))
+        out[group] = name in lexicon or any(w in lexicon for w in name.split())
+    return out
+
+
+def uncovered_summary(doc: dict[str, Any], terms: list[str] | None = None) -> dict[str, Any]:
+    """The groups of one set's fairness document the lexicon does not cover, with their figures."""
+    coverage = lexicon_coverage(list(doc["groups"]), terms)
+    uncovered = [g for g, covered in coverage.items() if not covered]
+    figures = {
+        g: {m: doc["groups"][g].get(m) for m in ("rows", "negatives", "fpr", "bpsn_auc", "subgroup_auc")}
+        for g in uncovered
+    }
+    lexicon = "harmguard" if terms is None else f"{len(terms)} terms"
+    return {"lexicon": lexicon, "covered": len(coverage) - len(uncovered), "uncovered": figures}
 
 
 def identity_groups(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harmguard.evaluation.evasion import demo, measure_evasion, summarize_evasion
-from harmguard.evaluation.fairness import measure_fairness
+from harmguard.evaluation.fairness import measure_fairness, uncovered_summary
 from harmguard.evaluation.frozen import TEST, FrozenSet, reference_decisions, set_digest
 from harmguard.evaluation.functional import measure_functional
 from harmguard.evaluation.metrics import truth_matrix
@@ -87,10 +87,11 @@ def measure_robustness(
         op = s >= thresholds[fs.category]
         head = {"dataset": fs.dataset, "category": fs.category, "positive": fs.positive}
         if fs.groups:
-            out["fairness"][fs.name] = head | {"identity": fs.identity} | measure_fairness(
+            doc = head | {"identity": fs.identity} | measure_fairness(
                 fs.y, s, op, fs.groups,
                 min_negatives=fs.min_negatives, confidence=boot.confidence, resamples=boot.resamples, seed=boot.seed,
             )  # fmt: skip
+            out["fairness"][fs.name] = doc | {"coverage": uncovered_summary(doc)}
         if fs.functionality is not None:
             ref = reference_decisions(proba, policy.label_mode)[:, i]
             decisions = {"operating": op, "reference": ref}
