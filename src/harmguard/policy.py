@@ -286,6 +286,11 @@ class TransformerSpec(_LongTexts):
         description="Hugging Face encoder: a local folder or hub name (all-MiniLM-L6-v2: the packaged copy).",
     )
     max_length: int = Field(default=64, ge=8, le=4096, description="Longest tokenized input; longer texts are cut.")
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="CPU inference precision: int8 exports per-channel int8 weights of the encoder's linear layers "
+        "with the model (covered by its digest) and every CPU scorer (gate, serving, batch) uses them.",
+    )
     preprocess: bool = Field(
         default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
     )
