@@ -27,6 +27,10 @@ def test_sms_spam_run_registers_a_blessed_challenger(hg_env, settings):
     assert s["blessed"] and s["version"] == "sms_spam/1" and s["ok"]
     assert s["metrics"]["reference"]["test"]["per_class"]["spam"]["f1"] >= 0.95
     assert set(s["steps"]) == {"ingest", "validate", "train", "evaluate", "gate", "register"}
+    # every step's wall time, own work (reported by the step process through kfp.local) and overhead
+    assert set(s["timing"]) == set(s["steps"])
+    for t in s["timing"].values():
+        assert t["wall_s"] >= t["work_s"] > 0 and t["overhead_s"] == pytest.approx(t["wall_s"] - t["work_s"], abs=0.02)
     assert Path(s["report"]).read_text().count("<img") >= 2  # PR curves and confusion matrix are inline plots
 
     home = Path(settings.home)

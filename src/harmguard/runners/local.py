@@ -15,7 +15,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from harmguard.registry.runs import claim_run_id, new_run_id, read_record
 from harmguard.runners import kfp_local
 from harmguard.settings import Settings
 from harmguard.steps import STEP_TITLES
+from harmguard.steps.timing import STEP_TIME_PREFIX
 from harmguard.storage import open_store
 from harmguard.training.ray_train import format_progress
 
@@ -40,6 +41,7 @@ _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _PROGRESS = re.compile(
     r"HGPROGRESS (\{.*\})"
 )  # harmguard.training.ray_train.PROGRESS_PREFIX, echoed from the train step
+_STEP_TIME = re.compile(re.escape(STEP_TIME_PREFIX) + r"(\{.*\})")  # a step's own work (harmguard.steps.timing)
 
 
 class _ProgressLog(io.TextIOBase):
@@ -49,6 +51,9 @@ class _ProgressLog(io.TextIOBase):
         self.log, self.console = log, console
         self.started: dict[str, float] = {}
         self.status: dict[str, str] = {}
+        self.timing: dict[str, dict[str, float | None]] = {}
+        self._work: dict[str, float] = {}
+        self._running: str | None = None
         self._buf = ""
 
     def write(self, s: str) -> int:
@@ -59,16 +64,34 @@ class _ProgressLog(io.TextIOBase):
             clean = _ANSI.sub("", line)
             if m := _PROGRESS.search(clean):
                 self._progress(m.group(1))
+            elif m := _STEP_TIME.search(clean):
+                self._step_time(m.group(1))
             elif m := _START.search(clean):
                 self.started[m.group(1)] = time.monotonic()
+                self._running = m.group(1)
                 self.console.print(f"[cyan]▶[/] {STEP_TITLES.get(m.group(1), m.group(1))} …")
             elif m := _END.search(clean):
                 name, status = m.group(1), m.group(2)
                 self.status[name] = status
+                self._running = None
                 took = time.monotonic() - self.started.get(name, time.monotonic())
+                times = step_times(took, self._work.get(name))
+                self.timing[name] = times
                 mark = "[green]✔[/]" if status == "SUCCESS" else "[red]✘[/]"
-                self.console.print(f"{mark} {STEP_TITLES.get(name, name)} ({took:.1f} s)")
+                split = (
+                    f": work {times['work_s']:.1f} s, overhead {times['overhead_s']:.1f} s" if "work_s" in times else ""
+                )
+                self.console.print(f"{mark} {STEP_TITLES.get(name, name)} ({took:.1f} s{split})")
         return len(s)
+
+    def _step_time(self, doc: str) -> None:
+        # kfp.local runs one task at a time: the line belongs to the task that started last
+        try:
+            work = float(json.loads(doc)["work_s"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if self._running is not None:
+            self._work[self._running] = work
 
     def _progress(self, doc: str) -> None:
         try:
@@ -78,6 +101,17 @@ class _ProgressLog(io.TextIOBase):
 
     def flush(self) -> None:
         self.log.flush()
+
+
+def step_times(wall: float, work: float | None) -> dict[str, float | None]:
+    """A step's wall time, its own work (as the step reported it) and the overhead: wall minus work.
+
+    The overhead is what the step costs beyond its work: process start, the KFP executor, importing the step's
+    module, writing outputs and exiting. A step that reported no work (it died first) has only its wall time.
+    """
+    if work is None:
+        return {"wall_s": round(wall, 2)}
+    return {"wall_s": round(wall, 2), "work_s": round(work, 2), "overhead_s": round(max(0.0, wall - work), 2)}
 
 
 @contextlib.contextmanager
@@ -122,6 +156,7 @@ class LocalRun:
     steps: dict[str, str]
     log: Path
     wall_seconds: float
+    timing: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def execute_locally(
@@ -155,7 +190,7 @@ def execute_locally(
                 pipeline(**arguments)
             except RuntimeError as e:
                 error = _ANSI.sub("", str(e))
-    return LocalRun(run_id, error, sink.status, log_path, round(time.monotonic() - t0, 1))
+    return LocalRun(run_id, error, sink.status, log_path, round(time.monotonic() - t0, 1), sink.timing)
 
 
 def run_training(
@@ -213,6 +248,7 @@ def run_training(
     )
     summary = summarize(open_store(settings.home), run_id, pol.name, error=done.error, steps=done.steps)
     summary["wall_seconds"] = done.wall_seconds
+    summary["timing"] = done.timing
     summary["log"] = str(done.log)
     return summary
 
@@ -298,5 +334,6 @@ def run_promotion(
         "infra": read_record(store, run_id, "promotion-infra"),
         "deploy": read_record(store, run_id, "promotion-deploy"),
         "wall_seconds": done.wall_seconds,
+        "timing": done.timing,
         "log": str(done.log),
     }

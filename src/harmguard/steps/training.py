@@ -12,35 +12,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harmguard.data.snapshot import assemble_snapshot, read_snapshot_file, write_snapshot
-from harmguard.data.sources import load_sources
-from harmguard.data.validation import validate_snapshot
-from harmguard.digests import model_digest
-from harmguard.evaluation.evaluate import evaluate_against_champion, thresholds_artifact
-from harmguard.evaluation.frozen import PairedDecisions
-from harmguard.evaluation.gate import run_gate
-from harmguard.evaluation.metrics import flatten
-from harmguard.lineage import git_commit, lock_digest
-from harmguard.models.loading import load_model
-from harmguard.monitoring.reference import write_score_reference
-from harmguard.policy import ColumnMap, load_policy, policy_digest, read_policy_bytes
-from harmguard.promotion.golden import measure_golden
-from harmguard.registry import append_audit, move_alias, read_alias, register_version
-from harmguard.registry.experiment import SnapshotInput, log_run, training_params
-from harmguard.registry.models import publish_model
 from harmguard.registry.runs import read_record, record
-from harmguard.reports.render import render_validation_html
-from harmguard.reports.review_page import render_review_html, render_review_markdown
 from harmguard.steps.context import step_context
-from harmguard.training.dispatch import train_model
+from harmguard.steps.timing import timed_step
+
+# Each step imports what only it uses inside its function: a step process imports this module, and a step that
+# never validates, plots or tracks should not pay for Great Expectations, matplotlib, MLflow or scikit-learn
+# (tests/runners/test_step_imports.py keeps it so).
 
 
 class ValidationFailed(RuntimeError):
     """The data failed validation; the run stops."""
 
 
+@timed_step("ingest")
 def ingest_step(
     policy_ref: str,
     data_uri: str,
@@ -56,6 +41,10 @@ def ingest_step(
     ``labels_watermark`` < 0 and an empty ``labels_until`` mean the current watermark and the newest decision; the
     values used are recorded. Returns the ingest record.
     """
+    from harmguard.data.snapshot import assemble_snapshot, write_snapshot
+    from harmguard.data.sources import load_sources
+    from harmguard.policy import ColumnMap, load_policy, policy_digest
+
     settings, store = step_context()
     policy = load_policy(policy_ref)
     cols = ColumnMap.model_validate({**policy.data.columns.model_dump(), **json.loads(columns)}) if columns else None
@@ -85,8 +74,14 @@ def ingest_step(
     return doc
 
 
+@timed_step("validate")
 def validate_step(policy_ref: str, snapshot_path: str, data_version: str, run_id: str, report_path: str):
     """Run the data validation suite; write the HTML report either way. Returns (passed, summary)."""
+    from harmguard.data.snapshot import read_snapshot_file
+    from harmguard.data.validation import validate_snapshot
+    from harmguard.policy import load_policy
+    from harmguard.reports.render import render_validation_html
+
     _, store = step_context()
     policy = load_policy(policy_ref)
     result = validate_snapshot(read_snapshot_file(snapshot_path), policy)
@@ -98,11 +93,13 @@ def validate_step(policy_ref: str, snapshot_path: str, data_version: str, run_id
     return result.success, result.summary()
 
 
+@timed_step("fail-run")
 def fail_step(summary: str) -> None:
     """The Else branch of the data gate: fail the run with the validation summary."""
     raise ValidationFailed(f"data validation failed: {summary}")
 
 
+@timed_step("train")
 def train_step(
     policy_ref: str, family: str, snapshot_path: str, seed: int, run_id: str, model_dir: str, train_config: str = ""
 ) -> str:
@@ -112,6 +109,11 @@ def train_step(
     ``ray_address``); its checkpoints go under ``runs/<run-id>/checkpoints``. The record keeps the training
     history (per epoch) and resumes, which the gate logs to MLflow.
     """
+    from harmguard.data.snapshot import read_snapshot_file
+    from harmguard.digests import model_digest
+    from harmguard.policy import load_policy
+    from harmguard.training.dispatch import train_model
+
     _, store = step_context()
     policy = load_policy(policy_ref)
 
@@ -129,6 +131,7 @@ def train_step(
     return digest
 
 
+@timed_step("evaluate")
 def evaluate_step(
     policy_ref: str,
     snapshot_path: str,
@@ -146,6 +149,11 @@ def evaluate_step(
     Writes the evaluation document, the paired per-row decisions (for the gate) and the thresholds artifact.
     Returns the evaluation document.
     """
+    from harmguard.data.snapshot import read_snapshot_file
+    from harmguard.evaluation.evaluate import evaluate_against_champion, thresholds_artifact
+    from harmguard.models.loading import load_model
+    from harmguard.policy import load_policy
+
     settings, store = step_context()
     policy = load_policy(policy_ref)
     frame = read_snapshot_file(snapshot_path)
@@ -162,6 +170,7 @@ def evaluate_step(
     return evaluation
 
 
+@timed_step("gate")
 def gate_step(
     policy_ref: str,
     evaluation_path: str,
@@ -173,6 +182,14 @@ def gate_step(
     paired_path: str = "",
 ) -> dict[str, Any]:
     """Apply the gate, write the blessing and the reviewer report, log the MLflow run. Returns the blessing."""
+    from harmguard.evaluation.frozen import PairedDecisions
+    from harmguard.evaluation.gate import run_gate
+    from harmguard.evaluation.metrics import flatten
+    from harmguard.lineage import git_commit, lock_digest
+    from harmguard.policy import load_policy, policy_digest
+    from harmguard.registry.experiment import SnapshotInput, log_run, training_params
+    from harmguard.reports.review_page import render_review_html, render_review_markdown
+
     settings, store = step_context()
     policy = load_policy(policy_ref)
     evaluation = json.loads(Path(evaluation_path).read_text())
@@ -249,10 +266,18 @@ def gate_step(
     return blessing
 
 
+@timed_step("register")
 def register_step(
     policy_ref: str, model_dir: str, blessing_path: str, run_id: str, started_by: str, seed: int, family: str
 ) -> str:
     """Publish the model create-only, register the version, move `challenger` by CAS, audit. Returns the version."""
+    from harmguard.models.loading import load_model
+    from harmguard.monitoring.reference import write_score_reference
+    from harmguard.policy import load_policy, read_policy_bytes
+    from harmguard.promotion.golden import measure_golden
+    from harmguard.registry import append_audit, move_alias, read_alias, register_version
+    from harmguard.registry.models import publish_model
+
     settings, store = step_context()
     policy = load_policy(policy_ref)
     blessing = json.loads(Path(blessing_path).read_text())
@@ -315,6 +340,8 @@ def register_step(
 
 
 def _jsonable(v: Any) -> Any:
+    import numpy as np
+
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
