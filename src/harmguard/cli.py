@@ -878,15 +878,18 @@ def retrain_needed_(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Whether a retraining run is due (new labels since the champion's data), with the labels cut to train on.
+    """Whether a retraining run is due (new labels since the champion's data, or drift), with the labels cut.
 
-    Exits 0 either way: read `due` (the scheduled workflow does).
+    Exits 0 either way: read `due` (the scheduled workflow does); 4 when a drift verdict file is malformed.
     """
-    from harmguard.labels.due import retrain_needed
+    from harmguard.labels.due import VerdictError, retrain_needed
     from harmguard.storage import open_store
 
     p = _policy(policy)
-    doc = retrain_needed(open_store(_settings().home), p, min_new_labels=min_new_labels)
+    try:
+        doc = retrain_needed(open_store(_settings().home), p, min_new_labels=min_new_labels)
+    except VerdictError as e:  # a drift verdict in the home that is not one: say which file, never guess
+        raise _fail(escape(str(e)), ExitCode.INVALID_INPUT) from e
     for reason in doc["reasons"]:
         err.print(("[bold]due:[/] " if doc["due"] else "not due: ") + escape(reason))
     if as_json:

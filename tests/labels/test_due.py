@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from harmguard.k8s.argo import due_outputs
 from harmguard.k8s.argo import main as argo_main
-from harmguard.labels.due import retrain_needed
+from harmguard.labels.due import VERDICT_KIND, VERDICT_NAME, VerdictError, retrain_needed, verdicts_prefix
 from harmguard.labels.store import import_events
 from harmguard.policy import load_policy
 from harmguard.registry import move_alias, register_version
+from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 from tests.conftest import run_cli
 
@@ -73,3 +78,105 @@ def test_the_check_step_and_the_cli(tmp_path, settings, store, hg_env):
     assert doc["due"] is False and doc["new_labels"] == 0 and "not due" in proc.stderr
     sms = run_cli(["retrain-needed", "--policy", "sms_spam", "--json"], hg_env)
     assert sms.returncode == 0 and json.loads(sms.stdout)["due"] is True  # no champion yet
+
+
+# --- drift monitoring's verdict as a reason (issue #19) ------------------------------------------------------------
+
+
+def _verdict(
+    store: LocalStore,
+    status: str,
+    *,
+    version: str = "hate_speech/1",
+    at: datetime | None = None,
+    crossed: list[str] | None = None,
+    raw: bytes | None = None,
+) -> str:
+    """Write a verdict where `harmguard monitor` writes them (the format monitoring.monitor documents); its key."""
+    at = at or datetime.now(UTC)
+    key = f"{verdicts_prefix('hate_speech')}/{at.strftime('%Y%m%dT%H%M%S%fZ')}-0000abcd/{VERDICT_NAME}"
+    doc = {
+        "kind": VERDICT_KIND, "policy": "hate_speech", "generated_at": at.isoformat(), "version": version,
+        "status": status, "crossed": crossed or [], "reasons": [],
+        "window": {"from": "2026-11-01T00:00:00+00:00", "until": "2026-11-02T00:00:00+00:00"},
+    }  # fmt: skip
+    assert store.create_only(key, raw if raw is not None else json.dumps(doc).encode())
+    return key
+
+
+@pytest.fixture(scope="module")
+def champion_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose hate_speech champion (version 1) was promoted now; built once (MLflow's database costs seconds)."""
+    base = tmp_path_factory.mktemp("due-champion")
+    settings = Settings(home=str(base / "home"), cache=base / "cache", mlflow_tracking_uri=f"sqlite:///{base / 'm.db'}")
+    _champion(LocalStore(base / "home"), settings, watermark=0)
+    return base / "home"
+
+
+@pytest.fixture
+def champion_store(champion_home: Path, tmp_path: Path) -> LocalStore:
+    """This test's own copy of the champion's home."""
+    shutil.copytree(champion_home, tmp_path / "home")
+    return LocalStore(tmp_path / "home")
+
+
+def test_a_drift_verdict_on_the_champion_makes_a_run_due_naming_its_checks(champion_store):
+    store, policy = champion_store, load_policy("hate_speech")
+    _verdict(store, "ok")
+    assert not retrain_needed(store, policy)["due"]
+    key = _verdict(store, "drift", crossed=["psi:hate", "length_ks"])
+    answer = retrain_needed(store, policy)
+    assert answer["due"] and answer["new_labels"] == 0  # drift alone makes it due
+    assert answer["drift"]["uri"] == store.uri_for(key) and answer["drift"]["crossed"] == ["psi:hate", "length_ks"]
+    assert "found drift: psi:hate, length_ks" in answer["reasons"][-1]
+    assert "2026-11-01T00:00:00+00:00" in answer["reasons"][-1]  # the window judged
+    _verdict(store, "ok")  # a newer verdict says the drift is gone
+    answer = retrain_needed(store, policy)
+    assert not answer["due"] and answer["drift"]["status"] == "ok" and "is ok" in answer["reasons"][-1]
+
+
+@pytest.mark.parametrize("status", ["ok", "insufficient_data", "no_traffic", "no_reference"])
+def test_a_verdict_without_drift_is_no_reason(champion_store, status):
+    _verdict(champion_store, status)
+    answer = retrain_needed(champion_store, load_policy("hate_speech"))
+    assert not answer["due"] and answer["drift"]["status"] == status
+
+
+def test_a_verdict_on_another_version_or_before_the_promotion_does_not_count(settings, store):
+    policy = load_policy("hate_speech")
+    _verdict(store, "drift", version="hate_speech/1", at=datetime.now(UTC) - timedelta(days=2), crossed=["ks:hate"])
+    _champion(store, settings, watermark=0)  # promoted after that verdict: it judged traffic before this champion
+    _verdict(store, "drift", version="hate_speech/7", crossed=["ks:hate"])  # newer, but about another version
+    answer = retrain_needed(store, policy)
+    assert not answer["due"] and answer["drift"] is None, answer["reasons"]
+    assert not any("drift" in r for r in answer["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"{not json", "is not JSON"),
+        (b'{"kind": "something/1"}', "is not a drift verdict"),
+        (json.dumps({"kind": VERDICT_KIND, "status": "drifting", "version": 3, "crossed": "psi",
+                     "generated_at": "yesterday"}).encode(),
+         "status must be one of ok, drift"),
+        (json.dumps({"kind": VERDICT_KIND, "status": "drift", "version": "hate_speech/1", "crossed": [],
+                     "generated_at": "2026-11-02T00:00:00"}).encode(), "has no time zone"),
+    ],
+    ids=["not-json", "wrong-kind", "wrong-types", "naive-time"],
+)  # fmt: skip
+def test_a_malformed_verdict_is_a_clear_error(champion_store, raw, problem):
+    key = _verdict(champion_store, "ok", raw=raw)
+    with pytest.raises(VerdictError, match=problem) as caught:
+        retrain_needed(champion_store, load_policy("hate_speech"))
+    assert champion_store.uri_for(key) in str(caught.value)
+
+
+def test_the_cli_answers_a_malformed_verdict_with_exit_4(champion_store, hg_env):
+    _verdict(champion_store, "ok", raw=b"\x00\xff not a verdict")
+    proc = run_cli(
+        ["retrain-needed", "--policy", "hate_speech", "--json"], hg_env | {"HARMGUARD_HOME": str(champion_store.root)}
+    )
+    assert proc.returncode == 4, proc.stderr
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["exit_code"] == 4 and "is not JSON" in doc["error"] and "Traceback" not in proc.stderr

@@ -1,13 +1,23 @@
 """``harmguard monitor``: read a window of the traffic record, check it against the reference, write the verdict.
 
 The version checked is the one that scored most records in the window (every version seen is listed with its
-count). Its thresholds are the registered ones whose thresholds version the records carry. The verdict
-(``monitoring/<policy>/verdicts/<stamp>/verdict.json``) and its HTML report beside it are create-only; the newest
-verdict is what ``retrain-needed`` reads (``latest_verdict``).
+count). Its thresholds are the registered ones whose thresholds version the records carry.
 
 Statuses: ``ok``; ``drift`` (a bound crossed: exit 3); ``no_reference`` (the version's reference cannot be found or
 built: the checks cannot run, which fails closed with exit 3); ``insufficient_data`` (fewer than
 ``monitoring.min_records`` records of the version: no verdict on drift, exit 0); ``no_traffic`` (exit 0).
+
+Where the verdict goes, and its format (``retrain-needed`` reads these files itself, ``harmguard.labels.due``, since
+``labels`` sits below ``monitoring``; the path and ``kind`` are defined there, once):
+
+- ``monitoring/<policy>/verdicts/<stamp>/verdict.json``, create-only, its HTML ``report.html`` beside it. ``<stamp>``
+  is the UTC time of writing, ``YYYYMMDDTHHMMSSffffffZ-<8 hex>``, so the newest verdict sorts last.
+- Canonical JSON (sorted keys, UTF-8). The fields ``retrain-needed`` relies on: ``kind`` (``harmguard.drift_verdict/1``;
+  a change of meaning gets a new kind), ``policy``, ``generated_at`` (RFC 3339, UTC), ``version`` (the version
+  judged, ``<policy>/<n>``, or null when there was no traffic), ``status`` (above), ``crossed`` (names of the crossed
+  checks: ``<check>:<category>`` or ``length_ks``), ``reasons`` and ``window`` (``from``, ``until``). Also:
+  ``records``, ``versions``, ``sources``, ``daily``, ``reference``, ``checks``, ``drift``, ``bounds``,
+  ``categories``, ``exit_code``, ``report``, ``verdict``.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import pyarrow.compute as pc
 
 from harmguard.digests import canonical_json
 from harmguard.exit_codes import ExitCode
+from harmguard.labels.due import VERDICT_KIND, VERDICT_NAME, verdicts_prefix
 from harmguard.labels.resolve import resolve_latest
 from harmguard.labels.store import load_events
 from harmguard.monitoring.drift import daily, measure_drift, value_counts
@@ -33,14 +44,9 @@ from harmguard.registry import VersionNotFound, get_version, list_versions
 from harmguard.storage import ArtifactStore
 
 
-def verdicts_prefix(policy: str) -> str:
-    """Where a policy's verdicts live."""
-    return f"monitoring/{policy}/verdicts"
-
-
 def latest_verdict(store: ArtifactStore, policy: str) -> dict[str, Any] | None:
     """The newest verdict of a policy (by the time it was written), or None."""
-    keys = [k for k in store.list(verdicts_prefix(policy)) if k.endswith("/verdict.json")]
+    keys = [k for k in store.list(verdicts_prefix(policy)) if k.endswith(f"/{VERDICT_NAME}")]
     return json.loads(store.read_bytes(max(keys))) if keys else None
 
 
@@ -68,7 +74,7 @@ def labels_by_item(store: ArtifactStore, policy: Policy, item_ids: pa.ChunkedArr
 
 def _base(policy: Policy, start: datetime, end: datetime) -> dict[str, Any]:
     return {
-        "kind": "harmguard.drift_verdict/1",
+        "kind": VERDICT_KIND,
         "policy": policy.name,
         "window": {"from": start.astimezone(UTC).isoformat(), "until": end.astimezone(UTC).isoformat()},
         "generated_at": datetime.now(UTC).isoformat(),
@@ -154,7 +160,7 @@ def run_monitor(
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
         prefix = f"{verdicts_prefix(policy.name)}/{stamp}"
         verdict["report"] = store.uri_for(f"{prefix}/report.html")
-        verdict["verdict"] = store.uri_for(f"{prefix}/verdict.json")
+        verdict["verdict"] = store.uri_for(f"{prefix}/{VERDICT_NAME}")
         store.create_only(f"{prefix}/report.html", render_monitor_html(verdict).encode())
-        store.create_only(f"{prefix}/verdict.json", canonical_json(verdict))
+        store.create_only(f"{prefix}/{VERDICT_NAME}", canonical_json(verdict))
     return verdict
