@@ -3,8 +3,9 @@
 - token auth on every Ray cluster, refused when missing, disabled, overridden or on a Ray without it;
 - NetworkPolicies evaluated port by port: only the named peers reach each port (an attacker pod in the same
   namespace, a look-alike in another namespace, a training pod, reach nothing of serving);
-- identities: serving pods mount no key and run as their own ServiceAccount; the IAM conditions let serving read
-  models and the registry and write only traffic/ and review/ (a tiny evaluator of the CEL they are written in);
+- identities: serving pods mount no key (the traffic record's item-id key alone, read-only) and run as their own
+  ServiceAccount; the IAM conditions let serving read models and the registry and write only traffic/ and review/
+  (a tiny evaluator of the CEL they are written in);
 - the training launcher authenticates to the dashboard.
 """
 
@@ -18,12 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from harmguard.digests import thresholds_version
 from harmguard.k8s import exposure, identity, kuberay, manifests, network
 from harmguard.k8s.common import LAUNCHER, PART_OF, RAY_CLIENT_LABEL
 from harmguard.k8s.network import PodRef, ingress_allowed
 from harmguard.k8s.rayjob import build_training_rayjob, dashboard_logs, ray_auth_token
 from harmguard.k8s.schemas import load_manifests, manifest_problems, validate_manifest
+from harmguard.policy import load_policy
+from harmguard.serving.config import ServeArgs, Traffic, UserConfig
 from harmguard.settings import Settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -45,6 +50,14 @@ def _job() -> dict[str, Any]:
 
 def _clusters() -> list[tuple[str, dict[str, Any]]]:
     return [("RayService", _service()["spec"]["rayClusterConfig"]), ("RayJob", _job()["spec"]["rayClusterSpec"])]
+
+
+def _user_config() -> UserConfig:
+    thresholds = {"hate": 0.5, "offensive": 0.5}
+    return UserConfig(
+        policy="davidson2017", version="davidson2017/1", model_uri="gs://b/models/" + "a" * 64,
+        model_digest="a" * 64, thresholds=thresholds, thresholds_version=thresholds_version(thresholds),
+    )  # fmt: skip
 
 
 def _ray_pods(cluster: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,6 +104,14 @@ def _open_service(how: str) -> dict[str, Any]:
         worker["containers"][0]["envFrom"].append({"secretRef": {"name": "harmguard-gcs"}})
     elif how == "shared identity":
         del worker["serviceAccountName"]
+    elif how == "item key writable":  # the item-id key mounted read-write into a worker
+        worker["containers"][0]["volumeMounts"][0]["readOnly"] = False
+    elif how == "item key, every key":  # the whole Secret, whatever else it holds
+        del worker["volumes"][0]["secret"]["items"]
+    elif how == "item key, readable":
+        head["volumes"][0]["secret"]["defaultMode"] = 0o444
+    elif how == "another secret as the item key":
+        worker["volumes"][0]["secret"]["secretName"] = "harmguard-gcs"
     return doc
 
 
@@ -104,6 +125,10 @@ def _open_service(how: str) -> dict[str, Any]:
         ("gcs key", [r"headGroupSpec.*volumes\[0\]: mounts Secret 'harmguard-gcs'", "GOOGLE_APPLICATION_CREDENTIALS"]),
         ("secret env", [r"envFrom: reads Secret 'harmguard-gcs'"]),
         ("shared identity", [r"workerGroupSpecs\[0\]\.template\.spec\.serviceAccountName: serving pods need"]),
+        ("item key writable", [r"workerGroupSpecs\[0\].*volumes\[0\]: mounts Secret 'harmguard-item-key'"]),
+        ("item key, every key", [r"workerGroupSpecs\[0\].*volumes\[0\]: mounts Secret 'harmguard-item-key'"]),
+        ("item key, readable", [r"headGroupSpec.*volumes\[0\]: mounts Secret 'harmguard-item-key'"]),
+        ("another secret as the item key", [r"workerGroupSpecs\[0\].*volumes\[0\]: mounts Secret 'harmguard-gcs'"]),
     ],
 )
 def test_an_open_rayservice_is_named_and_never_rendered(monkeypatch: pytest.MonkeyPatch, how: str, expected):
@@ -174,9 +199,10 @@ def test_serving_pods_mount_no_key_and_run_as_the_serving_account():
     for pod in _ray_pods(_service()["spec"]["rayClusterConfig"]):
         spec = pod["spec"]
         assert spec["serviceAccountName"] == "harmguard-serving"
-        assert "volumes" not in spec
+        assert [v["name"] for v in spec["volumes"]] == [kuberay.ITEM_KEY_VOLUME]  # the item-id key, nothing else
         for c in spec["containers"]:
-            assert "volumeMounts" not in c and "env" not in c, c["name"]
+            assert [m["name"] for m in c["volumeMounts"]] == [kuberay.ITEM_KEY_VOLUME], c["name"]
+            assert [e["name"] for e in c["env"]] == ["HARMGUARD_ITEM_KEY_FILE"], c["name"]
             assert all("secretRef" not in f for f in c.get("envFrom", []))
     gcp = accounts["harmguard-serving"]["metadata"]["annotations"][identity.WORKLOAD_IDENTITY_ANNOTATION]
     assert gcp == "harmguard-serving@PROJECT_ID.iam.gserviceaccount.com"
@@ -186,6 +212,45 @@ def test_serving_pods_mount_no_key_and_run_as_the_serving_account():
     train_gcp = accounts["harmguard-training"]["metadata"]["annotations"][identity.WORKLOAD_IDENTITY_ANNOTATION]
     assert train_gcp.startswith("harmguard-pipelines@")
     assert "volumes" not in _job()["spec"]["submitterPodTemplate"]["spec"]
+
+
+def test_the_item_key_secret_is_mounted_read_only_into_the_serving_containers_only():
+    service = _service()
+    cluster = service["spec"]["rayClusterConfig"]
+    for pod in _ray_pods(cluster):
+        (volume,) = pod["spec"]["volumes"]
+        assert volume["secret"] == {
+            "secretName": "harmguard-item-key",
+            "items": [{"key": "item-id.key", "path": "item-id.key"}],  # that key only, whatever else it holds
+            "defaultMode": 0o400,
+            "optional": True,  # no Secret: the pods still start; the ingress records nothing and says so once
+        }
+        for c in pod["spec"]["containers"]:
+            (mount,) = c["volumeMounts"]
+            assert mount["readOnly"] is True and mount["name"] == volume["name"]
+            (env,) = c["env"]  # the loader's file is the Secret's one key, where it is mounted
+            assert env == {"name": "HARMGUARD_ITEM_KEY_FILE", "value": f"{mount['mountPath']}/item-id.key"}
+    assert "volumeMounts" not in cluster["autoscalerOptions"] and "env" not in cluster["autoscalerOptions"]
+    # the serve config turns the record on (ServeArgs.traffic), at the placeholder policy's sample rate
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    args = ServeArgs.model_validate(app["args"])
+    assert args.traffic is not None and args.traffic.sample_rate == load_policy("davidson2017").monitoring.sample_rate
+    # training pods (head, workers, submitter) never see the item-id key
+    job = _job()
+    pods = [*_ray_pods(job["spec"]["rayClusterSpec"]), job["spec"]["submitterPodTemplate"]]
+    text = yaml.safe_dump(pods)
+    assert "harmguard-item-key" not in text and "HARMGUARD_ITEM_KEY" not in text and kuberay.ITEM_KEY_MOUNT not in text
+
+
+def test_without_the_record_the_rayservice_mounts_nothing():
+    spec = kuberay.RayServiceSpec(
+        name="c", namespace=NS, image="r.example/h:1", user_config=_user_config(), traffic=None
+    )
+    doc = kuberay.rayservice_manifest(spec)
+    text = yaml.safe_dump(doc)
+    assert "harmguard-item-key" not in text and "HARMGUARD_ITEM_KEY_FILE" not in text and "traffic" not in text
+    on = kuberay.rayservice_manifest(spec.model_copy(update={"traffic": Traffic(sample_rate=0.5)}))
+    assert exposure.exposure_problems(on) == [] and "harmguard-item-key" in yaml.safe_dump(on)
 
 
 # --- a CEL evaluator for the IAM conditions harmguard writes (and nothing else) ------------------------------------

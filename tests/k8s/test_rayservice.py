@@ -98,6 +98,7 @@ def test_success_patches_only_the_user_config_and_waits_until_kuberay_runs_it(st
     expected = copy.deepcopy(serve)
     expected["applications"][0]["deployments"][0]["user_config"] = user_config()
     assert after == expected  # every other field of the Serve config as it was live (max_replicas 9 kept)
+    assert after["applications"][0]["args"]["traffic"] == {"sample_rate": 0.01}  # the traffic record stays on
     assert {k: v for k, v in stored["spec"].items() if k != "serveConfigV2"} == {
         k: v for k, v in seeded["spec"].items() if k != "serveConfigV2"
     }

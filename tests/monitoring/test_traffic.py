@@ -284,3 +284,43 @@ def test_records_are_written_in_the_background_per_day(tmp_path):
     days = {k.split("/")[2] for k in store.list(TRAFFIC)}
     assert days == {f"dt={yesterday.date()}", f"dt={datetime.now(UTC).date()}"}
     recorder.close()
+
+
+def _secret_volume(root: Path, mode: int) -> Path:
+    """The layout a Kubernetes Secret volume mounts: the key a symlink into a timestamped ..data folder."""
+    data = root / "..2026_11_28_12_00_00.000000001"
+    data.mkdir(parents=True)
+    (data / "item-id.key").write_bytes(os.urandom(32).hex().encode())
+    (data / "item-id.key").chmod(mode)
+    (root / "..data").symlink_to(data.name)
+    (root / "item-id.key").symlink_to("..data/item-id.key")
+    return root / "item-id.key"
+
+
+def test_a_mounted_secret_may_be_group_readable_as_fsgroup_makes_it_but_never_by_others(tmp_path):
+    # In a pod with an fsGroup the kubelet mounts a Secret's file 0440 whatever defaultMode says (root-owned, the
+    # pod's group): the key must load, or the record would be off on every cluster.
+    settings = _settings(tmp_path / "home")
+    cluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    for mode in (0o400, 0o440):
+        path = _secret_volume(tmp_path / f"ok-{mode:o}", mode)
+        key = load_item_key(settings, environ=cluster | {KEY_FILE_ENV: str(path)})
+        assert key is not None and key.secret == path.read_bytes().strip()
+    for mode, problem in ((0o444, "can be read by others"), (0o460, "can be changed by its group")):
+        path = _secret_volume(tmp_path / f"bad-{mode:o}", mode)
+        with pytest.raises(ItemKeyError, match=problem):
+            load_item_key(settings, environ=cluster | {KEY_FILE_ENV: str(path)})
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="giving a file away needs root")
+def test_a_mounted_secret_of_another_group_or_user_is_refused(tmp_path):
+    settings = _settings(tmp_path / "home")
+    cluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    path = _secret_volume(tmp_path / "foreign-group", 0o440)
+    foreign = max({os.getgid(), *os.getgroups()}) + 4242
+    os.chown(path.resolve(), -1, foreign)
+    with pytest.raises(ItemKeyError, match=f"group {foreign}, which is not this process's"):
+        load_item_key(settings, environ=cluster | {KEY_FILE_ENV: str(path)})
+    os.chown(path.resolve(), os.getuid() + 4242, os.getgid())  # another user's file, readable by our group
+    with pytest.raises(ItemKeyError, match="belongs to another user"):
+        load_item_key(settings, environ=cluster | {KEY_FILE_ENV: str(path)})

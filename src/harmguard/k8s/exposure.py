@@ -8,7 +8,9 @@ write one with a problem) and by the tests on the committed files. Each rule clo
   identity;
 - a container that sets ``RAY_AUTH_MODE`` itself could switch the operator's setting off;
 - a serving pod that mounts a Secret or points ``GOOGLE_APPLICATION_CREDENTIALS`` at a key, or runs as a shared
-  ServiceAccount, would carry more than serving's read-models / write-traffic identity;
+  ServiceAccount, would carry more than serving's read-models / write-traffic identity. The one Secret it may mount
+  is the traffic record's item-id key (``kuberay.item_key_mount``), exactly: that Secret, only its ``item-id.key``,
+  mounted read-only (an HMAC key for item ids is no credential to anything);
 - a RayJob's submitter, which only talks to the dashboard, must not hold the GCS key either.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from harmguard.k8s.kuberay import TOKEN_AUTH, TOKEN_AUTH_MIN_RAY
+from harmguard.k8s.kuberay import ITEM_KEY_FILE, ITEM_KEY_SECRET, ITEM_KEY_VOLUME, TOKEN_AUTH, TOKEN_AUTH_MIN_RAY
 
 RAY_KINDS = {"RayJob": "rayClusterSpec", "RayService": "rayClusterConfig", "RayCluster": None}
 CREDENTIAL_ENV = ("GOOGLE_APPLICATION_CREDENTIALS",)
@@ -51,10 +53,25 @@ def _version_ok(version: Any) -> bool:
         return False
 
 
-def _credential_problems(where: str, pod: dict[str, Any]) -> list[str]:
+def _is_item_key(volume: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """The item-id key volume exactly as ``kuberay.item_key_mount`` builds it: one key, 0400, mounted read-only."""
+    secret = volume.get("secret") or {}
+    name = volume.get("name")
+    mounts = [m for c in pod.get("containers") or [] for m in c.get("volumeMounts") or [] if m.get("name") == name]
+    return (
+        volume.get("name") == ITEM_KEY_VOLUME
+        and secret.get("secretName") == ITEM_KEY_SECRET
+        and secret.get("items") == [{"key": ITEM_KEY_FILE, "path": ITEM_KEY_FILE}]
+        and isinstance(secret.get("defaultMode"), int)
+        and secret["defaultMode"] & 0o077 == 0  # owner-read only (the API server's default is 0644)
+        and all(m.get("readOnly") is True for m in mounts)
+    )
+
+
+def _credential_problems(where: str, pod: dict[str, Any], *, item_key: bool = False) -> list[str]:
     problems = []
     for i, volume in enumerate(pod.get("volumes") or []):
-        if "secret" in volume:
+        if "secret" in volume and not (item_key and _is_item_key(volume, pod)):
             secret = volume["secret"].get("secretName")
             problems.append(f"{where}.volumes[{i}]: mounts Secret {secret!r} (no credentials here)")
     for c, container in enumerate(pod.get("containers") or []):
@@ -92,7 +109,7 @@ def exposure_problems(doc: Any) -> list[str]:
                 if e.get("name") in AUTH_ENV:
                     problems.append(f"{path}.containers[{c}].env: sets {e['name']} (authOptions decides it)")
         if serving:
-            problems += _credential_problems(path, pod)
+            problems += _credential_problems(path, pod, item_key=True)
             if pod.get("serviceAccountName", "") in SHARED_ACCOUNTS:
                 problems.append(f"{path}.serviceAccountName: serving pods need their own ServiceAccount")
     submitter = ((doc["spec"].get("submitterPodTemplate") or {}).get("spec")) if doc["kind"] == "RayJob" else None

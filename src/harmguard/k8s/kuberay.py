@@ -14,8 +14,16 @@ The control plane is closed three ways (``harmguard.k8s.exposure`` refuses a man
   the operator reads job and Serve status through it, so it is closed by the token and the NetworkPolicies.
 - **Labels the NetworkPolicies select on** (``harmguard.k8s.network``): Ray nodes carry ``harmguard.io/ray-node``,
   a RayJob's submitter ``harmguard.io/ray-client: submitter``.
-- **One identity per role**: the RayService runs as its own ServiceAccount (Workload Identity) and mounts no key;
+- **One identity per role**: the RayService runs as its own ServiceAccount (Workload Identity) and mounts no GCS key;
   a training RayJob mounts the GCS key (when one is configured) on its head and workers only, not the submitter.
+
+The RayService keeps the traffic record (``harmguard.monitoring.traffic``): its serve config sets
+``ServeArgs.traffic``, and its Ray containers (not the autoscaler, and no training pod) mount the item-id key from
+the Secret ``harmguard-item-key`` (key ``item-id.key``) read-only at ``HARMGUARD_ITEM_KEY_FILE``. The volume is
+``optional``: without the Secret the pods still start and serve, and each ingress replica says once that it records
+nothing (a guessable id is never used instead). Create the Secret with 32 random bytes, hex (the key is stripped)::
+
+    kubectl -n NAMESPACE create secret generic harmguard-item-key --from-literal=item-id.key="$(openssl rand -hex 32)"
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from harmguard.k8s.common import (
     restricted_security_context,
     settings_env_from,
 )
-from harmguard.serving.config import Autoscaling, ServeArgs, UserConfig, build_serve_config
+from harmguard.monitoring.keys import KEY_FILE_ENV
+from harmguard.serving.config import Autoscaling, ServeArgs, Traffic, UserConfig, build_serve_config
 from harmguard.training.ray_jobs import ENTRY_MODULE
 
 # The RayJob's entry point, resolved from the harmguard installed in the image (no file of a source checkout).
@@ -55,6 +64,11 @@ GPU_TOLERATION: dict[str, str] = {"key": GPU_RESOURCE, "operator": "Exists", "ef
 TOKEN_AUTH_MIN_RAY = (2, 52)
 # authOptions of every harmguard Ray cluster: token auth, never "disabled".
 TOKEN_AUTH = "token"
+# The traffic record's item-id key (HMAC of texts) on a cluster: a Secret mounted into the serving Ray containers.
+ITEM_KEY_SECRET = "harmguard-item-key"
+ITEM_KEY_FILE = "item-id.key"  # the Secret's data key, and the file's name in the mount
+ITEM_KEY_MOUNT = "/var/run/secrets/harmguard/item-id"
+ITEM_KEY_VOLUME = "item-id-key"
 
 
 class _Spec(BaseModel):
@@ -135,6 +149,15 @@ class RayServiceSpec(PodPlacement):
         description="The model deployment's user_config (version, model URI and digest, thresholds): checked here."
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Serve replica autoscaling.")
+    traffic: Traffic | None = Field(
+        default_factory=Traffic,
+        description="The traffic record the ingress keeps (ServeArgs.traffic: the policy's sample rate). None: none.",
+    )
+    item_key_secret: str | None = Field(
+        default=ITEM_KEY_SECRET,
+        description=f"Secret holding the item-id key (data key {ITEM_KEY_FILE}), mounted read-only into the serving "
+        "Ray containers; optional, so a missing Secret means no record. None: nothing mounted (then no record).",
+    )
     worker_cpu: str = Field(default="4", description="CPU per Ray worker pod (requests = limits).")
     worker_memory: str = Field(default="8Gi", description="Memory per Ray worker pod.")
     head_cpu: str = Field(default="2", description="CPU of the head pod (no replicas run there).")
@@ -179,6 +202,28 @@ def train_entrypoint(workdir: str, run_name: str = "train") -> str:
         raise ValueError(f"workdir {workdir!r}: a RayJob needs a gs:// work folder (it cannot read local files)")
     words = ["python", "-m", TRAIN_ENTRY_MODULE, "--workdir", shlex.quote(workdir), "--name", shlex.quote(run_name)]
     return " ".join(words)
+
+
+def item_key_mount(secret: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts, env) giving the serving containers the traffic record's item-id key; empty without one.
+
+    defaultMode 0400; in a pod with an fsGroup the kubelet still makes the file readable by that group (0440,
+    kubernetes/kubernetes#57923), which ``monitoring.keys`` accepts for a mounted key, and nothing more.
+    """
+    if not secret:
+        return [], [], []
+    volume = {
+        "name": ITEM_KEY_VOLUME,
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": ITEM_KEY_FILE, "path": ITEM_KEY_FILE}],
+            "defaultMode": 0o400,
+            "optional": True,
+        },
+    }
+    mount = {"name": ITEM_KEY_VOLUME, "mountPath": ITEM_KEY_MOUNT, "readOnly": True}
+    env = [{"name": KEY_FILE_ENV, "value": f"{ITEM_KEY_MOUNT}/{ITEM_KEY_FILE}"}]
+    return [volume], [mount], env
 
 
 def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -347,21 +392,27 @@ def rayservice_manifest(spec: RayServiceSpec) -> dict[str, Any]:
     """A RayService serving the classifier with Serve autoscaling and KubeRay's in-tree autoscaler.
 
     Its ``serveConfigV2`` comes from ``serving.config.build_serve_config``, the builder local serving and promotion
-    use too; the ``user_config`` is what a promotion patches (``reconfigure``, no restart). Its pods run as the
-    serving ServiceAccount and mount no credentials: GCS access is Workload Identity's, scoped by IAM to reading
-    models and the registry and writing traffic/ and review/ (``harmguard.k8s.identity``).
+    use too; the ``user_config`` is what a promotion patches (``reconfigure``, no restart), and ``spec.traffic``
+    turns the traffic record on. Its pods run as the serving ServiceAccount and mount no GCS credentials: GCS access
+    is Workload Identity's, scoped by IAM to reading models and the registry and writing traffic/ and review/
+    (``harmguard.k8s.identity``). With the record on, the Ray containers mount the item-id key Secret
+    (``item_key_mount``).
 
     Raises:
         ValueError: When the installed Ray has no token authentication.
     """
-    config = build_serve_config(ServeArgs(user_config=spec.user_config), autoscaling=spec.autoscaling)
+    args = ServeArgs(user_config=spec.user_config, traffic=spec.traffic)
+    config = build_serve_config(args, autoscaling=spec.autoscaling)
     env_from = settings_env_from(spec.settings_config_map)
+    volumes, key_mounts, key_env = item_key_mount(spec.item_key_secret if spec.traffic is not None else None)
     pod_labels = {**PART_OF, "app.kubernetes.io/component": "serving", **(spec.labels or {}), RAY_NODE_LABEL: "true"}
     head = _container(
         "ray-head",
         spec.image,
         resources(spec.head_cpu, spec.head_memory),
+        env=key_env,
         env_from=env_from,
+        mounts=key_mounts,
         ports=[
             {"name": "gcs", "containerPort": GCS_PORT},
             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
@@ -373,7 +424,9 @@ def rayservice_manifest(spec: RayServiceSpec) -> dict[str, Any]:
         "ray-worker",
         spec.image,
         resources(spec.worker_cpu, spec.worker_memory),
+        env=key_env,
         env_from=env_from,
+        mounts=key_mounts,
         ports=[_METRICS_PORT],
     )
     autoscaler = {
@@ -386,7 +439,7 @@ def rayservice_manifest(spec: RayServiceSpec) -> dict[str, Any]:
     }
 
     def pod(container: dict[str, Any]) -> dict[str, Any]:
-        return _pod([container], service_account=spec.service_account, labels=pod_labels)
+        return _pod([container], service_account=spec.service_account, volumes=volumes, labels=pod_labels)
 
     body: dict[str, Any] = {
         "serveConfigV2": yaml.safe_dump(config, sort_keys=False),

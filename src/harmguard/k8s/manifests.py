@@ -40,11 +40,19 @@ from harmguard.k8s.cluster import CLUSTER
 from harmguard.k8s.common import hardening_problems, is_pinned
 from harmguard.k8s.exposure import exposure_problems
 from harmguard.k8s.identity import service_accounts, storage_bindings, workload_identity_bindings
-from harmguard.k8s.kuberay import RayJobSpec, RayServiceSpec, rayjob_manifest, rayservice_manifest, train_entrypoint
+from harmguard.k8s.kuberay import (
+    ITEM_KEY_SECRET,
+    RayJobSpec,
+    RayServiceSpec,
+    rayjob_manifest,
+    rayservice_manifest,
+    train_entrypoint,
+)
 from harmguard.k8s.network import network_policies
 from harmguard.k8s.rayservice import PLACEHOLDER_DIGEST, deploy_rbac
 from harmguard.lineage import project_root
-from harmguard.serving.config import RAYSERVICE_NAME, UserConfig
+from harmguard.policy import load_policy
+from harmguard.serving.config import RAYSERVICE_NAME, Traffic, UserConfig
 from harmguard.settings import DEFAULT_IMAGE
 
 # Keys first in every mapping, in this order; the others keep the order their builder gave them.
@@ -200,6 +208,8 @@ def _ray_service(image: str) -> list[dict[str, Any]]:
                 ),
                 service_account=CLUSTER.serving_service_account,
                 settings_config_map=CLUSTER.settings_config_map,
+                traffic=Traffic(sample_rate=load_policy("davidson2017").monitoring.sample_rate),
+                item_key_secret=ITEM_KEY_SECRET,
             )
         )
     ]
@@ -323,7 +333,10 @@ FILES: tuple[ManifestFile, ...] = (
         "The classifier behind POST /v1/classify (KubeRay RayService, Ray Serve app harmguard.serving.app:build_app).\n"
         "user_config holds placeholders: promotion's deploy step patches in the champion's (harmguard.k8s.rayservice,\n"
         "with the Role of rbac.deploy.yaml) and waits until KubeRay reports it running; Serve applies it with\n"
-        "reconfigure() (no restart).",
+        "reconfigure() (no restart).\n"
+        "The ingress keeps the traffic record (scores, decisions, keyed item ids; never a text) under\n"
+        "HARMGUARD_HOME/traffic/: create the Secret harmguard-item-key (key item-id.key: openssl rand -hex 32) first,\n"
+        "or the pods start and serve but record nothing (said once by each ingress replica).",
         _ray_service,
         (
             ("serveConfigV2", "a string (KubeRay parses it); replicas autoscale on ongoing requests"),
@@ -335,8 +348,12 @@ FILES: tuple[ManifestFile, ...] = (
             ("dashboard-host", "the operator applies and reads Serve here: token + network-policy.ray.yaml close it"),
             ("num-cpus", "the head runs no replicas"),
             ("metrics-export-port", "the only port network-policy.ray.yaml opens to the scraper"),
-            ("serviceAccountName", "serving's own identity (service-account.ray.yaml); no key is mounted"),
+            ("serviceAccountName", "serving's own identity (service-account.ray.yaml); no GCS key is mounted"),
+            ("name=HARMGUARD_ITEM_KEY_FILE", "the traffic record's item-id key (HMAC), from the Secret below"),
             ("containerPort", "GCS; KubeRay adds readiness/liveness probes to head and workers itself"),
+            ("mountPath", "read-only, Ray containers only: not the autoscaler, not training"),
+            ("defaultMode", "0400; the pod's fsGroup makes it 0440 (k8s#57923), which the key loader accepts"),
+            ("optional", "no Secret: pods start and serve, the ingress records nothing and says so once"),
         ),
     ),
     ManifestFile(

@@ -6,8 +6,13 @@ cannot without the key. The key is 32 random bytes:
 - locally (a folder home, no cluster), created on first use at ``<HARMGUARD_HOME>/secrets/item-id.key``, readable
   by its owner only (0600 in a 0700 folder); a key file others may read, or owned by someone else, is refused;
 - on a cluster (``KUBERNETES_SERVICE_HOST`` set, or a ``gs://`` home), from a Kubernetes Secret: the file a Secret
-  volume mounts (``HARMGUARD_ITEM_KEY_FILE``) or an environment variable fed by ``secretKeyRef``
-  (``HARMGUARD_ITEM_KEY``). Missing there, there is no key, and the caller records nothing (never a guessable id).
+  volume mounts (``HARMGUARD_ITEM_KEY_FILE``; the RayService mounts ``harmguard-item-key``, ``harmguard.k8s.kuberay``)
+  or an environment variable fed by ``secretKeyRef`` (``HARMGUARD_ITEM_KEY``). Missing there, there is no key, and
+  the caller records nothing (never a guessable id).
+
+A Secret volume's file is owned by root, and in a pod with an ``fsGroup`` (every harmguard pod) the kubelet gives
+that group read access whatever ``defaultMode`` says (0400 becomes 0440: kubernetes/kubernetes#57923). A mounted key
+may therefore be owned by root and readable by the process's own group; never by others, never writable by the group.
 """
 
 from __future__ import annotations
@@ -60,6 +65,23 @@ def _checked(secret: bytes, origin: str) -> ItemKey:
     return ItemKey(secret, origin)
 
 
+def _read_mounted(path: Path) -> bytes:
+    """A Secret volume's key file, after checking that no one outside this process's user and group can read it."""
+    st = path.stat()
+    problem = None
+    if st.st_mode & stat.S_IRWXO:
+        problem = f"can be read by others (mode {stat.filemode(st.st_mode)}): mount the Secret with defaultMode 0400"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IXGRP):
+        problem = f"can be changed by its group (mode {stat.filemode(st.st_mode)}): a Secret volume mounts it 0400"
+    elif hasattr(os, "getuid") and st.st_uid not in (0, os.getuid()):
+        problem = f"belongs to another user (uid {st.st_uid}); a Secret volume's file is root's or this user's"
+    elif hasattr(os, "getgid") and st.st_mode & stat.S_IRGRP and st.st_gid not in {os.getgid(), *os.getgroups()}:
+        problem = f"can be read by group {st.st_gid}, which is not this process's (the pod's fsGroup)"
+    if problem:
+        raise ItemKeyError(f"{KEY_FILE_ENV}: the key file {problem}, or anyone who reads it can reverse the item ids")
+    return path.read_bytes()
+
+
 def _read_private(path: Path) -> bytes:
     """The file's bytes, after checking that only its owner (this user) can read it."""
     st = path.stat()
@@ -106,8 +128,8 @@ def load_item_key(settings: Settings, environ: Mapping[str, str] | None = None) 
             if on_cluster(settings, environ):
                 return None
             raise ItemKeyError(f"{KEY_FILE_ENV}={path} is not a file")
-        # A Secret volume's file is a symlink into ..data; its mode is the volume's defaultMode (set it to 0400).
-        return _checked(_read_private(key_file.resolve()).strip(), f"{KEY_FILE_ENV}")
+        # A Secret volume's file is a symlink into ..data: the checks look at the file itself.
+        return _checked(_read_mounted(key_file.resolve()).strip(), f"{KEY_FILE_ENV}")
     if value := environ.get(KEY_ENV):
         return _checked(value.encode(), KEY_ENV)
     if on_cluster(settings, environ):
