@@ -83,3 +83,35 @@ def test_redaction(policy):
     raw.loc[7, "label"] = 9
     result = validate_snapshot(build_snapshot(raw, policy), policy, redact=True)
     assert result.failed[0].examples[0]["text"] == "[redacted]"
+
+
+def test_many_offending_rows_are_counted_and_the_first_named_in_row_order(policy):
+    # the positions GX returns (the frame's index) must name the right rows: shuffled input, a non-range index
+    raw = clean(3000)
+    bad = list(range(0, 3000, 3))  # a thousand unknown labels
+    raw.loc[bad, "label"] = 9
+    snap = build_snapshot(raw, policy).sample(frac=1.0, random_state=1)
+    snap.index = snap.index * 10 + 7
+    result = validate_snapshot(snap, policy)
+    check = next(c for c in result.failed if c.name == "label_set")
+    assert check.unexpected_count == 1000
+    expected = snap[snap["label"] == "9"].head(5)
+    assert [e["row_id"] for e in check.examples] == [str(r) for r in expected["row_id"]]
+    assert [e["text"] for e in check.examples] == list(expected["text"])
+
+
+def test_the_suite_leaves_great_expectations_as_it_found_it(policy):
+    # validation skips GX's whole-frame fingerprint for its own run only
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    before = engine.HASH_THRESHOLD
+    validate_snapshot(build_snapshot(clean(), policy), policy)
+    assert engine.HASH_THRESHOLD == before > 0
+
+
+def test_validate_prepared_refuses_a_frame_whose_index_is_not_the_row_position(policy):
+    from harmguard.data.validation import add_helper_columns, validate_prepared
+
+    data = add_helper_columns(build_snapshot(clean(), policy), policy)
+    with pytest.raises(ValueError, match="row position"):
+        validate_prepared(data.iloc[::-1], policy)
