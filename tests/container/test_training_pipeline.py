@@ -138,7 +138,7 @@ def test_the_training_pipeline_runs_in_the_image_and_registers_a_blessed_challen
     lineage = get_version(store, trained["version"]).lineage
     assert lineage["image"] == image
     assert lineage["git_commit"] == env["HARMGUARD_GIT_COMMIT"] != "unknown"
-    assert lineage["lock_digest"] == sha256_file(ROOT / "requirements.lock")
+    assert lineage["lock_digest"] == sha256_file(ROOT / "requirements.prod.lock")  # the lock the image installed
     assert (
         json.loads((home / "runs" / trained["run_id"] / "registration.json").read_text())["version"] == "davidson2017/1"
     )

@@ -67,7 +67,8 @@ def test_dockerfile_pins_installs_the_lock_and_runs_non_root():
     text = DOCKERFILE.read_text()
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M).group(1)
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base)  # exact release
-    assert "pip install --no-deps -r requirements.lock" in text  # exactly the lock, nothing resolved at build
+    # exactly the production lock, hashed, nothing resolved at build (tests/ci/test_locks.py: every install line)
+    assert "pip install --require-hashes --no-deps -r requirements.prod.lock" in text
     assert "pip uninstall --yes pip" in text  # and no pip left to install anything at run time
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] == f"{RUN_AS_USER}:{RUN_AS_USER}"  # numeric: runAsNonRoot can verify it
