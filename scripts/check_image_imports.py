@@ -1,7 +1,10 @@
 """Import every entry point that the compiled pipelines and the Kubernetes manifests name, in this environment.
 
-The image installs the lock file (Dockerfile); CI builds its environment from the same lock, so importing here is the
-stand-in for "the image can run what the cluster will ask of it" where no Docker engine runs. Collected:
+The image installs the production lock (Dockerfile: ``requirements.prod.lock``, torch's lock, the models file); CI
+builds its environment from the dev lock, the same pins plus the dev tools, so importing here is the stand-in for
+"the image can run what the cluster will ask of it" where no Docker engine runs. Because the dev tools are installed
+here, every module the imports loaded must also come from a distribution the image's locks install (run from a
+checkout, where they are): an entry point that needs pytest or hatchling fails here, not in the cluster. Collected:
 
 - each KFP executor of ``pipelines/*.yaml``: its embedded component source must compile, define the function the
   executor runs, and every ``import``/``from … import`` in it must resolve (``harmguard.steps.training.train_step`` …);
@@ -19,9 +22,13 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.metadata
 import json
+import os
+import re
 import shlex
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = "/app/"  # where the Dockerfile puts the source tree's ray/ folder
+# What the Dockerfile installs (with the project itself); `make lock` writes them.
+IMAGE_LOCKS = (
+    "requirements.prod.lock",
+    "requirements-torch-cpu.lock",
+    "requirements-torch-cuda.lock",
+    "requirements-models.txt",
+)
 
 
 def source_imports(source: str, origin: str) -> Iterator[tuple[str, str, str | None]]:
@@ -158,6 +172,45 @@ def check(targets: list[tuple[str, str, str | None]]) -> list[str]:
     return problems
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def image_distributions(root: Path = ROOT) -> set[str] | None:
+    """Canonical names of what the image installs; None where the lock files are absent (run inside the image)."""
+    files = [root / name for name in IMAGE_LOCKS]
+    if not all(f.is_file() for f in files):
+        return None
+    pinned = (m for f in files for m in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", f.read_text(), re.M))
+    return {"harmguard", *(_canonical(n) for n in pinned)}
+
+
+def outside_the_image(modules: dict[str, Any], allowed: set[str]) -> list[str]:
+    """One problem line per distribution that loaded ``modules`` came from and the image does not install.
+
+    A module's owner is the distribution whose RECORD lists its file (namespace packages and packages that vendor
+    others, like ray's thirdparty_files, included); files outside site-packages (the editable project) are skipped.
+    """
+    roots = sorted({os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")})
+    owner: dict[str, str] = {}  # file path as RECORD writes it (relative to its root) -> distribution
+    for dist in importlib.metadata.distributions(path=roots):
+        name = _canonical(dist.metadata["Name"])
+        owner.update((line.rsplit(",", 2)[0], name) for line in (dist.read_text("RECORD") or "").splitlines())
+    loaded: dict[str, set[str]] = {}
+    for name, module in modules.items():
+        file = getattr(module, "__file__", None)
+        path = os.path.realpath(file) if isinstance(file, str) else ""
+        for root in roots:
+            relative = path[len(root) + 1 :] if path.startswith(root + os.sep) else None
+            if relative is not None and relative in owner:
+                loaded.setdefault(owner[relative], set()).add(name.partition(".")[0])
+    return [
+        f"{', '.join(sorted(tops))}: loaded from {dist}, which the image's locks do not install"
+        for dist, tops in sorted(loaded.items())
+        if dist not in allowed
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Collect, import, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -166,17 +219,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     targets = collect()
     problems = [] if args.list else check(targets)
+    allowed = image_distributions()
+    outside = outside_the_image(dict(sys.modules), allowed) if not args.list and allowed is not None else []
     if args.json:
-        print(json.dumps({"targets": [list(t) for t in targets], "problems": problems}))
+        print(json.dumps({"targets": [list(t) for t in targets], "problems": problems + outside}))
     else:
         for origin, module, attr in targets if args.list else []:
             print(f"{origin}: {module}{':' + attr if attr else ''}")
         for p in problems:
             print(f"cannot import {p}", file=sys.stderr)
+        for p in outside:
+            print(f"not in the image: {p}", file=sys.stderr)
         if not args.list:
             n = len({(m, a) for _, m, a in targets})
             print(f"{n} entry points named by the pipelines and manifests; {len(problems)} fail to import")
-    return 1 if problems else 0
+            if allowed is not None:
+                print(f"{len(outside)} distributions they load are missing from the image's locks")
+    return 1 if problems or outside else 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -171,3 +173,18 @@ def test_a_wheel_changed_after_locking_is_refused_and_the_locked_one_installs(tm
 def test_logical_lines_join_continuations_and_drop_annotations():
     text = "a==1 \\\n    --hash=sha256:" + "0" * 64 + "\n    # via b\n# comment\nb==2  # trailing\n"
     assert logical_lines(text) == ["a==1 --hash=sha256:" + "0" * 64, "b==2"]
+
+
+def test_the_import_check_refuses_an_entry_point_that_needs_a_dev_tool(tmp_path: Path):
+    # make check-image imports in the dev environment; what those imports load must be in the image's locks.
+    spec = importlib.util.spec_from_file_location("check_image_imports", ROOT / "scripts" / "check_image_imports.py")
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    allowed = checker.image_distributions()
+    assert allowed is not None and "pyyaml" in allowed and "torch" in allowed and "pytest" not in allowed
+    loaded = {"yaml": yaml, "pytest": pytest, "_pytest.python": sys.modules["_pytest.python"]}
+    assert checker.outside_the_image(loaded, allowed) == [
+        "_pytest, pytest: loaded from pytest, which the image's locks do not install"
+    ]
+    assert checker.outside_the_image({"yaml": yaml}, allowed) == []
+    assert checker.image_distributions(tmp_path) is None  # inside the image: no lock files, its env is the test
