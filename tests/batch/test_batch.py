@@ -331,3 +331,134 @@ def test_scoring_pipeline_runs_through_kfp_local(champion, cluster, tmp_path, mo
     assert frame["msg_id"].tolist() == [f"a{i}" for i in range(20)]
     assert frame.attrs["manifest"]["model_version"] == "sms_spam/1"
     assert ROOT.joinpath("pipelines", "scoring.yaml").is_file()
+
+
+# --- streaming input (issue #22.3) and the traffic record (issue #19) -------------------------------------------------
+
+EDGE_ROWS = [
+    {"id": "007", "text": "call me\nlater"},  # an id kept as written; a quoted newline in CSV
+    {"id": "2", "text": "NA"},  # a text, not a missing value
+    {"id": "3", "text": ""},  # empty: scored, as the server scores it
+    {"id": "4", "text": "x" * 11},  # over max_chars=10
+    {"id": "5", "text": SPAM[:10]},
+]
+
+
+def _write_edge_input(path: Path, fmt: str) -> str:
+    rows = EDGE_ROWS + ([{"id": "6", "text": None}, {"id": "7", "text": 42}] if fmt == "jsonl" else [])
+    if fmt == "jsonl":
+        return _write_jsonl(path, rows)
+    frame = pd.DataFrame(rows)
+    if fmt == "parquet":
+        frame.to_parquet(path)
+    elif fmt == "tsv":
+        frame[frame["text"].str.count("\n") == 0].to_csv(path, sep="\t", index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_the_streaming_reader_reads_what_the_whole_file_reader_reads(cluster, tmp_path, fmt):
+    """Ray Data's read tasks give the same ids, texts and skip reasons as reading the file whole (the old path)."""
+    from harmguard.batch.reader import input_dataset, open_input, skip_reasons
+    from harmguard.storage.readers import read_table
+
+    src = _write_edge_input(tmp_path / f"in.{fmt}", fmt)
+    whole = read_table(src, string_columns=["id", "text"])
+    texts, why = skip_reasons(whole["text"], max_chars=10)
+    spec = open_input(src, "id", "text", max_chars=10)
+    streamed = pa_concat([b for b in input_dataset(spec).iter_batches(batch_size=None, batch_format="pyarrow")])
+    assert streamed.column("item").to_pylist() == whole["id"].tolist()
+    assert streamed.column("text").to_pylist() == texts
+    assert streamed.column("skipped").to_pylist() == why
+    assert "too_long" in why and "" in texts and "NA" in texts
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
+def test_a_parse_error_names_the_row_but_never_quotes_it(champion, cluster, tmp_path):
+    """A bad row past what the driver checks fails the read task: the error says where, not what the row holds."""
+    from harmguard.storage.readers import DataReadError
+
+    texts = champion["texts"]
+    body = "".join(f'{i},"{texts[i % len(texts)][:60].replace(chr(34), "")}"\n' for i in range(30_000))
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n" + body + "30000,SECRET-SLUR,extra\n")
+    assert src.stat().st_size > 1 << 20  # past the driver's 1 MiB look at the head: the read task finds it
+    out = tmp_path / "scored"
+    with pytest.raises(DataReadError) as refused:
+        score_registered(
+            champion["store"], BatchConfig(input_uri=str(src), output_uri=str(out), actors=1, record_traffic=False)
+        )
+    assert "Row #" in str(refused.value) and "Expected 2 columns, got 3" in str(refused.value)
+    assert "SECRET" not in str(refused.value) and "Traceback" not in str(refused.value)
+    assert not (out / SUCCESS).exists()
+
+
+def test_batch_writes_the_traffic_record_serving_writes(champion, cluster, tmp_path, monkeypatch):
+    """Scored rows recorded with source=batch (ids from the id column, the keyed hash for a null id), no text; the
+    review sample at the registered policy's rate; ``harmguard monitor`` reads the record. The driver never reads
+    the input whole."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    import harmguard.storage.readers as readers
+    from harmguard.batch.score import score_file
+    from harmguard.monitoring.commands import monitor_command
+    from harmguard.monitoring.parts import read_traffic
+    from harmguard.monitoring.traffic import sampled
+    from harmguard.registry import store_policy_file
+
+    monkeypatch.setattr(readers, "read_table", lambda *a, **k: pytest.fail("the driver read the input whole"))
+    # A home of its own: the module's other runs record into the champion's home.
+    home = tmp_path / "home"
+    store = LocalStore(home)
+    doc = yaml.safe_load((ROOT / "src" / "harmguard" / "policies" / "sms_spam.yaml").read_text())
+    doc.setdefault("monitoring", {})["sample_rate"] = 0.5
+    digest = store_policy_file(store, yaml.safe_dump(doc).encode())
+    record = champion["record"].model_copy(update={"lineage": {"policy_digest": digest}})
+
+    texts = champion["texts"][:120]
+    rows = [{"id": f"m{i:03d}", "text": t} for i, t in enumerate(texts)]
+    rows += [{"id": None, "text": SPAM}, {"id": "skip", "text": None}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    manifest = score_file(store, record, BatchConfig(input_uri=src, output_uri=str(tmp_path / "out"), actors=1))
+    after = datetime.now(UTC) + timedelta(minutes=1)
+    scored = len(texts) + 1
+    assert manifest["scored"] == scored
+    assert manifest["traffic"] | {"parts": 0} == {
+        "recorded": scored, "written": scored, "sampled": manifest["traffic"]["sampled"], "dropped": 0, "parts": 0,
+        "errors": 0, "source": "batch", "sample_rate": 0.5,
+    }  # fmt: skip
+
+    traffic = read_traffic(store, "sms_spam", before, after)
+    assert traffic is not None and traffic.num_rows == scored  # the skipped row has no scores: not recorded
+    assert "text" not in traffic.column_names
+    assert set(traffic.column("source").to_pylist()) == {"batch"}
+    assert set(traffic.column("version").to_pylist()) == {record.version}
+    ids = traffic.column("item_id").to_pylist()
+    assert ids[:-1] == [r["id"] for r in rows[: len(texts)]]
+    assert ids[-1].startswith("hmac:") and traffic.column("id_source").to_pylist()[-1] == "hmac"
+    assert SPAM not in json.dumps(traffic.to_pylist(), default=str)
+    out = read_scored(str(tmp_path / "out"))
+    assert traffic.column("score_spam").to_pylist() == pytest.approx(out["score_spam"].iloc[:scored].tolist(), abs=1e-6)
+    assert traffic.column("text_length").to_pylist() == [len(t) for t in [*texts, SPAM]]
+
+    expected = [i for i in ids if sampled(i, 0.5)]
+    assert 0 < len(expected) < scored
+    review = [pq.read_table(p) for p in sorted(home.glob("review/sms_spam/dt=*/*.parquet"))]
+    assert sorted(i for t in review for i in t.column("item_id").to_pylist()) == sorted(expected)
+    assert manifest["traffic"]["sampled"] == len(expected)
+
+    settings = champion["settings"].model_copy(update={"home": str(home)})
+    verdict = monitor_command("sms_spam", from_=before.isoformat(), until=after.isoformat(), settings=settings)
+    assert verdict["records"] == scored and verdict["sources"] == {"batch": scored}
+    assert verdict["versions"] == {record.version: scored}

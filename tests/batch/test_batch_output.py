@@ -107,3 +107,20 @@ def test_unsupported_output_scheme_is_refused():
 )
 def test_skip_reasons(value, texts, why):
     assert skip_reasons(pd.Series([value], dtype=object), max_chars=10) == ([texts], [why])
+
+
+def test_prepare_table_skips_what_the_server_would_refuse():
+    """An Arrow block (Parquet, CSV) prepared in the read task: null, too long, bytes that are not UTF-8, not text."""
+    from pyarrow import fs
+
+    from harmguard.batch.reader import InputSpec, prepare_table
+
+    spec = InputSpec("in.parquet", "parquet", fs.LocalFileSystem(), "in.parquet", "id", "text", 10, pa.int64(), 1)
+    raw = pa.array([b"hello", b"ok \xed\xa0\x80 x", None, b"x" * 11, b""], pa.binary()).cast(pa.string(), safe=False)
+    out = prepare_table(pa.table({"id": [1, 2, 3, 4, 5], "text": raw}), spec)
+    assert out.column("item").to_pylist() == [1, 2, 3, 4, 5]
+    assert out.column("text").to_pylist() == ["hello", None, None, None, ""]
+    assert out.column("skipped").to_pylist() == [None, "not_utf8", "null_text", "too_long", None]
+    numbers = prepare_table(pa.table({"id": [1, 2], "text": pa.array([7, None], pa.int64())}), spec)
+    assert numbers.column("skipped").to_pylist() == ["not_text", "null_text"]
+    assert numbers.column("text").null_count == 2
