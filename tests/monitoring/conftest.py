@@ -12,17 +12,13 @@ from typing import Any
 import pytest
 
 from harmguard.data.datasets import load_dataset
-from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame, write_snapshot
-from harmguard.evaluation.evaluate import calibrate
-from harmguard.evaluation.frozen import ScoreCache
+from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
 from harmguard.models.baseline import train_baseline
-from harmguard.monitoring.reference import write_score_reference
 from harmguard.policy import load_policy
-from harmguard.registry import move_alias, register_version
-from harmguard.registry.models import publish_model
 from harmguard.settings import Settings
 from harmguard.storage import LocalStore
 from tests.conftest import mirror_dir
+from tests.support.serving import register_champion
 
 
 @pytest.fixture(scope="session")
@@ -42,27 +38,10 @@ def spam_champion(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store = LocalStore(home)
     policy = load_policy("sms_spam")
     snap = build_snapshot(load_dataset("sms_spam", settings), policy)
-    info = write_snapshot(store, snap, policy=policy, source="sms_spam")
     train = split_frame(snap, "train").head(1500)
     model = train_baseline(train["text"].tolist(), encode_labels(train, policy), policy)
     export = base / "export"
-    model.save(export)
-    digest = publish_model(store, export)
-    # as the evaluate step does: calibration scores the validation split through the score cache
-    doc, _ = calibrate(model, snap, policy, ScoreCache(store).scorer(model, digest))
-    thresholds = doc["thresholds"]
-    write_score_reference(
-        store, policy, model_dir=export, model_digest=digest, thresholds=thresholds, data_version=info.data_version
-    )
-    record = register_version(
-        store, settings, policy="sms_spam", model_digest=digest, thresholds=thresholds, blessing={"blessed": True},
-        metrics={}, lineage={"data_version": info.data_version}, run_id="monitoring-tests", mlflow_run_id=None,
-        family="baseline", by="test",
-    )  # fmt: skip
-    move_alias(
-        store, settings, policy="sms_spam", alias="champion", to_version=record.version, expected_version=None,
-        by="test", reason="monitoring tests",
-    )  # fmt: skip
+    champ = register_champion(store, settings, policy, model, snap, export=export, run_id="monitoring-tests")
     return {
         "home": home,
         "mlflow_uri": mlflow_uri,
@@ -71,10 +50,10 @@ def spam_champion(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "snapshot": snap,
         "model": model,
         "export": export,
-        "digest": digest,
-        "data_version": info.data_version,
-        "thresholds": thresholds,
-        "record": record,
+        "digest": champ.digest,
+        "data_version": champ.data_version,
+        "thresholds": champ.thresholds,
+        "record": champ.record,
     }
 
 

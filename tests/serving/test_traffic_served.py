@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 import requests
 from ray import serve
 
-from harmguard.digests import model_digest, thresholds_version
+from harmguard.data.datasets import load_dataset
+from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
+from harmguard.models.baseline import train_baseline
 from harmguard.monitoring.parts import REVIEW, TRAFFIC, read_traffic
-from harmguard.serving.config import Limits, ServeArgs, Traffic, UserConfig
-from harmguard.serving.local import start_app
+from harmguard.policy import load_policy
+from harmguard.serving.config import Limits, ServeArgs, Traffic
 from harmguard.storage import LocalStore
+from tests.support.serving import publish_export, served_app, user_config
 
 SPAM = "WINNER!! Claim your free prize now, call 09061701461"
 
@@ -23,42 +24,16 @@ SPAM = "WINNER!! Claim your free prize now, call 09061701461"
 @pytest.fixture
 def served_home(tmp_path, monkeypatch, settings):
     """A baseline on sms_spam in a fresh home, served with the record on (sample rate 1.0: every text reviewed)."""
-    from harmguard.data.datasets import load_dataset
-    from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
-    from harmguard.models.baseline import train_baseline
-    from harmguard.policy import load_policy
-
     home = tmp_path / "home"
     monkeypatch.setenv("HARMGUARD_HOME", str(home))  # the replicas read their settings from the environment
     policy = load_policy("sms_spam")
     policy = policy.model_copy(update={"baseline": policy.baseline.model_copy(update={"max_features": 20000})})
     train = split_frame(build_snapshot(load_dataset("sms_spam", settings), policy), "train").head(1500)
     model = train_baseline(train["text"].tolist(), encode_labels(train, policy), policy)
-    model.save(tmp_path / "export")
-    folder = home / "models" / model_digest(tmp_path / "export")
-    folder.parent.mkdir(parents=True)
-    (tmp_path / "export").rename(folder)
-    thresholds = {"spam": 0.5}
-    cfg = UserConfig.model_validate(
-        {
-            "policy": "sms_spam",
-            "version": "sms_spam/1",
-            "model_uri": str(folder),
-            "model_digest": model_digest(folder),
-            "thresholds": thresholds,
-            "thresholds_version": thresholds_version(thresholds),
-        }
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        url = start_app(ServeArgs(user_config=cfg, limits=Limits(), traffic=Traffic(sample_rate=1.0)), port=port)
+    folder = publish_export(model, home, tmp_path / "export")
+    cfg = user_config("sms_spam", "sms_spam/1", folder, {"spam": 0.5})
+    with served_app(ServeArgs(user_config=cfg, limits=Limits(), traffic=Traffic(sample_rate=1.0))) as url:
         yield url, LocalStore(home)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_served_texts_are_recorded_without_their_text(served_home):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot
@@ -23,10 +23,12 @@ from harmguard.models.loading import load_model
 from harmguard.models.transformer import resolve_backbone
 from harmguard.perturbations import long_prefix
 from harmguard.policy import load_policy
+from harmguard.serving.config import Limits, ServeArgs
 from harmguard.storage.gcs import make_client
 from harmguard.training.dispatch import train_transformer
 from harmguard.training.ray_train import epoch_batches, init_ray
 from tests.support.gcs_emulator import fake_gcs_server
+from tests.support.serving import publish_export, served_app, user_config
 
 TEXTS = ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch at 1?"]
 
@@ -199,48 +201,16 @@ def test_plain_loop_world_size_one_exports_the_same_kind(tiny_backbone, spam_fra
 
 def _served_long_text_is_flagged(model, hidden: str, tmp_path: Path) -> None:
     """Over HTTP through the real Ray Serve app: spam after 100 harmless words is flagged, read window by window."""
-    import ray
-    import requests
-    from ray import serve
-
-    from harmguard.digests import model_digest, thresholds_version
-    from harmguard.serving.config import Limits, ServeArgs, UserConfig
-    from harmguard.serving.local import start_app
-
-    export = tmp_path / "served"
-    model.save(export)
-    folder = tmp_path / "models" / model_digest(export)
-    folder.parent.mkdir()
-    export.rename(folder)
-    thresholds = {"spam": 0.5}
-    cfg = UserConfig.model_validate(
-        {
-            "policy": "sms_spam",
-            "version": "sms_spam/1",
-            "model_uri": str(folder),
-            "model_digest": model_digest(folder),
-            "thresholds": thresholds,
-            "thresholds_version": thresholds_version(thresholds),
-        }
-    )
+    folder = publish_export(model, tmp_path, tmp_path / "served")
+    cfg = user_config("sms_spam", "sms_spam/1", folder, {"spam": 0.5})
     assert len(hidden.split()) > 100 and load_model(folder).spec.window_words == 30  # the windows travel with it
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    owned = not ray.is_initialized()  # the module's Ray Train cluster may still be up
-    if owned:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        url = start_app(ServeArgs(user_config=cfg, limits=Limits()), port=port, app_name="long-text")
+    # the module's Ray Train cluster may still be up: served_app reuses it and leaves it running
+    with served_app(ServeArgs(user_config=cfg, limits=Limits()), app_name="long-text") as url:
         r = requests.post(f"{url}/v1/classify", json={"texts": [hidden, TEXTS[1]]}, timeout=60)
         assert r.status_code == 200, r.text
         long_row, plain_row = r.json()["results"]
         assert long_row["decisions"] == {"spam": True} and long_row["flagged"] is True, long_row
         assert plain_row["flagged"] is False, plain_row
-    finally:
-        serve.shutdown()
-        if owned:
-            ray.shutdown()
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
