@@ -99,11 +99,20 @@ def models(tmp_path_factory):
 def server(models):
     """Serve on a free loopback port for the whole module."""
     # Logical CPUs: room for two model replicas (1 CPU each) and the ingress (0.25) in the swap-under-load test.
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR")
+    # The node's metrics export port is where Prometheus scrapes the app's ray.serve.metrics; replicas report every
+    # second (the floor), not every ten (the default).
+    metrics_port = _free_port()
+    ray.init(
+        num_cpus=3,
+        include_dashboard=False,
+        logging_level="ERROR",
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     base = _config("sms_spam/1", models["a"], {"spam": 0.5})
     args = ServeArgs(user_config=base, limits=LIMITS)
     url = start_app(args, port=_free_port(), app_name=APP)
-    state = {"url": url, "args": args, "base": base}
+    state = {"url": url, "args": args, "base": base, "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     yield state
     serve.shutdown()
     ray.shutdown()
@@ -161,6 +170,34 @@ class _Clients:
             t.join(timeout=60)
         assert not any(t.is_alive() for t in self.threads), "a client thread hung"
         assert not self.errors, self.errors
+
+
+def _samples(metrics_url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one metric in the node's Prometheus export: (labels, value) each."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(metrics_url, timeout=10).text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def _total(metrics_url: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels`` (over replicas)."""
+    return sum(v for lab, v in _samples(metrics_url, name) if all(lab.get(k) == x for k, x in labels.items()))
+
+
+def _wait_for_metric(metrics_url: str, name: str, at_least: float, timeout_s: float = 30.0, **labels: str) -> float:
+    """Poll the export until the metric reaches ``at_least`` (replicas report every second); its final value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = _total(metrics_url, name, **labels)
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
 
 
 def _classify(url: str, texts: list[str]) -> dict:
@@ -325,18 +362,82 @@ def test_model_swap_and_shadow_metrics(srv, models):
     local = decide(load_model(models["a"]), {"spam": 0.5}, texts)
     assert body["model_version"] == "sms_spam/1"
     assert [r["decisions"]["spam"] for r in body["results"]] == local.decisions[:, 0].tolist()
-    metrics = requests.get(f"{url}/metrics", timeout=10).text
-    shadow_texts = [ln for ln in metrics.splitlines() if ln.startswith("harmguard_shadow_texts_total")]
-    assert shadow_texts and float(shadow_texts[0].split()[-1]) >= len(texts)
-    assert 'harmguard_shadow_disagreements_total{category="spam"}' in metrics
-    assert "harmguard_batch_size_texts_bucket" in metrics and "harmguard_request_latency_seconds_count" in metrics
-    assert "harmguard_flagged_total" in metrics or not np.any(local.flagged)
+    # The shadow's counts reach the node's metrics export, tagged by both versions (disagreements only when some).
+    m = srv["metrics"]
+    shadow = {"policy": "sms_spam", "model_version": "sms_spam/1", "shadow_version": "sms_spam/2"}
+    assert _wait_for_metric(m, "ray_harmguard_shadow_texts_total", len(texts), **shadow) >= len(texts)
+    assert all(v >= 0 for _, v in _samples(m, "ray_harmguard_shadow_disagreements_total"))
     # Swap to model b as champion: answers now come from b.
     srv["args"] = apply_user_config(srv["args"], b, app_name=APP)
     body = _classify(url, texts)
     assert body["model_version"] == "sms_spam/2"
     local_b = decide(load_model(models["b"]), {"spam": 0.3}, texts)
     assert [r["scores"]["spam"] for r in body["results"]] == pytest.approx(local_b.scores[:, 0].tolist(), abs=1e-12)
+
+
+def test_metrics_reach_the_nodes_export_tagged_by_policy_and_version(srv, models):
+    """ray.serve.metrics: counts from both deployments in the node's metrics export, with the expected values.
+
+    A version no other test serves (sms_spam/7) keeps this test's counts apart from the module's other traffic.
+    """
+    url, m = srv["url"], srv["metrics"]
+    cfg = _config("sms_spam/7", models["a"], {"spam": 0.5})
+    srv["args"] = apply_user_config(srv["args"], cfg, app_name=APP)
+    requests_ = [models["texts"][i : i + 1 + (i // 8) % 8] for i in range(0, 120, 8)]  # 15 requests of 1-8 texts
+    for texts in requests_:
+        assert _classify(url, texts)["model_version"] == "sms_spam/7"
+    too_many = requests.post(f"{url}/v1/classify", json={"texts": ["x"] * 9}, timeout=10)
+    assert too_many.status_code == 413
+    flat = [t for texts in requests_ for t in texts]
+    local = decide(load_model(models["a"]), {"spam": 0.5}, flat)
+    tags = {"policy": "sms_spam", "model_version": "sms_spam/7"}
+
+    assert _wait_for_metric(m, "ray_harmguard_texts_total", len(flat), **tags) == len(flat)
+    assert _wait_for_metric(m, "ray_harmguard_score_count", len(flat), category="spam", **tags) == len(flat)
+    below = int(np.sum(local.scores[:, 0] <= 0.5))
+    assert _total(m, "ray_harmguard_score_bucket", category="spam", le="0.5", **tags) == below
+    assert _total(m, "ray_harmguard_flagged_total", category="spam", **tags) == int(local.decisions[:, 0].sum())
+    assert _total(m, "ray_harmguard_flagged_texts_total", **tags) == int(local.flagged.sum())
+    # One observation per model call (Ray exports a histogram's _sum from bucket midpoints: not checked).
+    assert 1 <= _total(m, "ray_harmguard_batch_size_texts_count", **tags) <= len(requests_)
+    # The ingress: requests by status, latency, the refusal by its limit.
+    assert _wait_for_metric(m, "ray_harmguard_requests_total", len(requests_), status="200", **tags) == len(requests_)
+    assert _wait_for_metric(m, "ray_harmguard_rejections_total", 1, limit="max_texts_per_request", **tags) == 1
+    assert _total(m, "ray_harmguard_request_latency_seconds_count", **tags) == len(requests_) + 1
+    # Serve's own tags say which deployment and replica counted.
+    deployments = {lab.get("deployment") for lab, _ in _samples(m, "ray_harmguard_texts_total")}
+    assert deployments == {MODEL_DEPLOYMENT}
+    replicas = {lab.get("replica") for lab, _ in _samples(m, "ray_harmguard_requests_total") if lab.get("replica")}
+    assert replicas and {lab["deployment"] for lab, _ in _samples(m, "ray_harmguard_requests_total")} == {
+        "ClassifierIngress"
+    }
+    # No replica-local route on the serving port any more: the node's export is the one place to scrape.
+    assert requests.get(f"{url}/metrics", timeout=10).status_code == 404
+
+
+def test_dropped_traffic_records_are_counted_in_the_nodes_export(srv):
+    """The recorder's drop hook, wired as the ingress wires it, counts into the node's export (a full buffer).
+
+    Recorded from this driver, a Ray worker like a replica (without Serve's deployment tags).
+    """
+    from harmguard.monitoring.keys import ItemKey
+    from harmguard.monitoring.traffic import RecorderConfig, TrafficRecorder
+    from harmguard.serving.metrics import IngressMetrics
+
+    metrics = IngressMetrics()
+    metrics.serving("sms_spam/dropped-test")
+    recorder = TrafficRecorder(
+        LocalStore("/nonexistent-never-flushed"),
+        ItemKey(secret=b"k" * 32, origin="test"),
+        RecorderConfig(capacity=2, flush_records=100),
+        on_drop=metrics.dropped,
+        start=False,
+    )
+    arrays = {"scores": np.zeros((5, 1)), "decisions": np.zeros((5, 1), bool), "categories": ["spam"]}
+    recorder.record(policy="sms_spam", version="v", thresholds_version="t", texts=["a"] * 5, **arrays)
+    assert recorder.dropped == 3
+    tags = {"policy": "sms_spam", "model_version": "sms_spam/dropped-test"}
+    assert _wait_for_metric(srv["metrics"], "ray_harmguard_traffic_dropped_records_total", 3, **tags) == 3
 
 
 def test_request_texts_are_never_logged(srv):
@@ -410,7 +511,7 @@ def test_a_failing_request_fails_alone_and_overload_answers_503_at_once(srv, mod
         deploy_app(srv["args"], app_name=APP)
 
     assert set(bad) == {"error"}
-    assert len(good["results"]) == 2 and good["model_version"] == "sms_spam/1"
+    assert len(json.loads(good["body"])["results"]) == 2 and good["model_version"] == "sms_spam/1"
     assert good["isolated"] and good["batch_texts"] == 2  # it shared the failed batch and was scored on its own
 
     statuses = sorted(status for status, *_ in answers)

@@ -154,3 +154,81 @@ def test_windows_per_request_are_capped_at_texts_times_max_windows():
     print(f"windows scored: {sum(scored)} (bound {bound}, uncapped about {uncapped * len(texts)})")
     assert sum(scored) <= bound, (sum(scored), bound)
     assert sum(scored) > len(texts) and uncapped > 4 * policy.baseline.max_windows  # windows were used, and capped
+
+
+def test_batching_defaults_follow_the_model_family_unless_set():
+    from harmguard.serving.config import FAMILY_BATCHING
+
+    assert Batching().for_family("baseline") == FAMILY_BATCHING["baseline"]
+    assert Batching().for_family("transformer") == FAMILY_BATCHING["transformer"]
+    assert Batching().for_family("unknown-family").max_batch_size > 0
+    set_here = Batching(max_batch_size=3, batch_wait_timeout_s=0.0)
+    assert set_here.for_family("transformer").max_batch_size == 3
+    assert set_here.for_family("baseline").batch_wait_timeout_s == 0.0
+    with pytest.raises(ValidationError, match="could never fill"):  # a family default larger than the replica takes
+        Batching(max_ongoing_requests=4)
+
+
+def _ingress():
+    """The ingress class itself, without Serve: only its parsing is exercised."""
+    from harmguard.serving.app import ClassifierIngress
+
+    cls = ClassifierIngress.func_or_class
+
+    class Parser:  # the ingress's parsing methods on a plain object (an ingress instance needs Serve around it)
+        _parse, _parse_slowly, _check = cls._parse, cls._parse_slowly, cls._check
+        _limits = Limits(max_texts_per_request=3, max_chars_per_text=20)
+
+    return Parser()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"texts": ["a", "b"]}',
+        b'{"texts": ["a"], "ids": ["x"]}',
+        b'{"texts": ["a\\ud800b"]}',  # a lone surrogate: pydantic's parser refuses it, the careful path explains
+        b'{"texts": ["\\ud83d\\ude00"]}',  # a real pair
+        b'{"texts": []}',
+        b'{"texts": [1]}',
+        b'{"texts": ["a"], "extra": 1}',
+        b'{"texts": ["a", "b", "c", "d"]}',
+        b'{"texts": ["' + b"x" * 21 + b'"]}',
+        b'{"texts": ["a"], "ids": ["x", "y"]}',
+        b'{"texts": ["a"], "texts": ["b"]}',
+        b'{"texts": [NaN]}',
+        b"\xff\xfe",
+        b"not json",
+        b"[" * 5000,
+    ],
+)
+def test_the_one_pass_parse_answers_as_the_careful_parse(body):
+    """The fast path (pydantic-core over the bytes) accepts nothing the careful path refuses, and refuses the same."""
+    ingress = _ingress()
+    fast, slow = ingress._parse(body), ingress._parse_slowly(body)
+    if isinstance(slow, tuple):
+        assert fast == slow
+    else:
+        assert not isinstance(fast, tuple), f"the fast path accepted what the careful path refuses: {body[:40]!r}"
+        assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
+
+
+def test_the_model_replica_encodes_each_answer_once_as_the_response_body():
+    import json
+
+    from harmguard.serving.app import _wire
+
+    th = {"hate": 0.5, "offensive": 0.5}
+    answers = score_isolated(Loaded(_spec("p/1", th), FixedModel()), None, [["abcdefg", "a"], ["abcdefghij"]])
+    wired = [_wire(a) for a in answers]
+    for answer, wire in zip(answers, wired, strict=True):
+        assert "results" not in wire  # dicts never cross the handle; the arrays and the bytes do
+        assert json.loads(wire["body"]) == {
+            "results": answer["results"],
+            "model_version": "p/1",
+            "thresholds_version": thresholds_version(th),
+        }
+        assert wire["scores"].shape == (len(answer["results"]), 2) and wire["categories"] == ["hate", "offensive"]
+    assert _wire({"error": "UnicodeEncodeError"}) == {"error": "UnicodeEncodeError"}
+    nan = {"results": [{"scores": {"hate": float("nan")}}], "model_version": "p/1", "thresholds_version": "t"}
+    assert _wire(nan) == {"error": "ValueError"}  # never a body that is not JSON; this request alone fails

@@ -10,14 +10,22 @@ escape such as U+D800's can carry) is a 422 before scoring; a batch whose model 
 request, so only the request the model cannot read fails (500); each caller queues at most ``max_queued_requests`` for a
 deployment and answers 503 past it; ``/readyz`` tells versions and digests, never paths, bucket names or error
 messages (which may quote them).
+
+Metrics go through ``ray.serve.metrics`` to each node's Ray metrics agent (``harmguard.serving.metrics``), not to
+a route here. The hot path does each piece of work once: the model replica scores a batch, counts it and writes
+each request's answer as JSON bytes; the ingress validates the body in one pydantic pass (the slower path only
+explains a refusal), hands the traffic recorder the score arrays, and sends the model's bytes unchanged.
 """
 
 import asyncio
 import json
 import logging
+import sys
 import time
 from typing import Any
 
+import numpy as np
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
@@ -33,12 +41,13 @@ from harmguard.serving.config import (
     INGRESS_MAX_ONGOING,
     MODEL_DEPLOYMENT,
     Batching,
+    FamilyBatching,
     Limits,
     ServeArgs,
     Traffic,
     UserConfig,
 )
-from harmguard.serving.metrics import ServingMetrics
+from harmguard.serving.metrics import IngressMetrics, ModelMetrics
 from harmguard.serving.model import score_isolated
 
 logger = logging.getLogger("harmguard.serving")
@@ -98,7 +107,7 @@ def _error(status: int, error: str, **extra: Any) -> JSONResponse:
 # --- model deployment --------------------------------------------------------------------------------------------
 
 
-def _open_recorder(traffic: dict[str, Any] | None, metrics: ServingMetrics) -> Any:
+def _open_recorder(traffic: dict[str, Any] | None, metrics: IngressMetrics) -> Any:
     """The traffic recorder of this ingress replica (a disabled one when the record is off or has no key)."""
     from harmguard.monitoring.traffic import DisabledRecorder, open_recorder
     from harmguard.settings import load_settings
@@ -106,7 +115,32 @@ def _open_recorder(traffic: dict[str, Any] | None, metrics: ServingMetrics) -> A
     if traffic is None:
         return DisabledRecorder("the traffic record is off in this app's args")
     spec = Traffic.model_validate(traffic)
-    return open_recorder(load_settings(), sample_rate=spec.sample_rate, on_drop=metrics.dropped_records.inc)
+    return open_recorder(load_settings(), sample_rate=spec.sample_rate, on_drop=metrics.dropped)
+
+
+def _replica_cpus() -> int:
+    """CPUs Ray reserved for this replica (at least one): the intra-op threads its model may use."""
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:  # outside a Ray worker
+        cpus = 1.0
+    return max(1, round(cpus))
+
+
+def _wire(answer: dict[str, Any]) -> dict[str, Any]:
+    """What the model replica sends the ingress for one request: the response body as bytes, and the arrays.
+
+    The body is encoded once, here; the ingress sends it as it is. ``scores``/``decisions`` travel as arrays (cheap
+    to pickle) for the traffic record, never as a list of dicts.
+    """
+    if "error" in answer:
+        return answer
+    body = {k: answer[k] for k in ("results", "model_version", "thresholds_version")}
+    try:  # as Starlette's JSONResponse encodes; a score that is not a number fails this request alone
+        encoded = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as e:
+        return {"error": type(e).__name__}
+    return {k: v for k, v in answer.items() if k != "results"} | {"body": encoded}
 
 
 @serve.deployment(name=MODEL_DEPLOYMENT, ray_actor_options={"num_cpus": 1})
@@ -114,11 +148,11 @@ class Classifier:
     """Scores batches of requests with the configured model; the shadow model, if any, scores beside it."""
 
     def __init__(self, batching: dict[str, Any]) -> None:
-        """Set batching; the model arrives with ``reconfigure`` (Serve calls it right after construction)."""
-        b = Batching.model_validate(batching)
-        # serve.batch wraps the method with setters the type checker cannot see.
-        self.score_batch.set_max_batch_size(b.max_batch_size)  # type: ignore[attr-defined]
-        self.score_batch.set_batch_wait_timeout_s(b.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        """Keep batching; the model arrives with ``reconfigure`` (Serve calls it right after construction)."""
+        self._batching = Batching.model_validate(batching)
+        self._applied: FamilyBatching | None = None
+        self._threads = self._batching.intra_op_threads or _replica_cpus()
+        self._metrics = ModelMetrics()
         self._cache: dict[str, ClassifierModel] = {}
         self._serving: tuple[Loaded, Loaded | None] | None = None
         self._last_refusal: str | None = None
@@ -141,6 +175,7 @@ class Classifier:
             self._refused_version = str(user_config.get("version")) if isinstance(user_config, dict) else None
             logger.error("reconfigure refused, still serving %s: %s", self._serving[0].spec.version, e)
             return
+        self._tune(serving[0].model.family)
         self._serving = serving  # one reference swap: batches in flight keep the tuple they read
         self._last_refusal = self._refusal_type = self._refused_version = None
         keep = {serving[0].spec.model_digest} | ({serving[1].spec.model_digest} if serving[1] else set())
@@ -148,6 +183,18 @@ class Classifier:
             drop = next(d for d in self._cache if d not in keep)
             del self._cache[drop]
         logger.info("serving %s (thresholds %s)", cfg.version, cfg.thresholds_version[:12])
+
+    def _tune(self, family: str) -> None:
+        """Batch size and wait for the champion's family (unless set), and intra-op threads = the replica's CPUs."""
+        tuned = self._batching.for_family(family)
+        if tuned != self._applied:
+            # serve.batch wraps the method with setters the type checker cannot see.
+            self.score_batch.set_max_batch_size(tuned.max_batch_size)  # type: ignore[attr-defined]
+            self.score_batch.set_batch_wait_timeout_s(tuned.batch_wait_timeout_s)  # type: ignore[attr-defined]
+            self._applied = tuned
+        torch = sys.modules.get("torch")  # loaded by a transformer model; a baseline replica never imports it
+        if torch is not None and torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
 
     def _load(self, cfg: UserConfig) -> tuple[Loaded, Loaded | None]:
         champion = load_spec(cfg, self._cache)
@@ -160,10 +207,40 @@ class Classifier:
         serving = self._serving
         if serving is None:
             raise RuntimeError("no model loaded")
-        return await asyncio.to_thread(score_isolated, serving[0], serving[1], requests)
+        return await asyncio.to_thread(self._score, serving, requests)
+
+    def _score(self, serving: tuple[Loaded, Loaded | None], requests: list[list[str]]) -> list[dict[str, Any]]:
+        answers = score_isolated(serving[0], serving[1], requests)
+        try:
+            self._observe(answers)
+        except Exception as e:  # counting must never fail an answer
+            logger.error("metrics failed: %s", type(e).__name__)
+        return [_wire(a) for a in answers]
+
+    def _observe(self, answers: list[dict[str, Any]]) -> None:
+        ok = [a for a in answers if "error" not in a]
+        if not ok:
+            return
+        shadows = [a["shadow"] for a in ok if a.get("shadow") is not None]
+        shadow = shadows[0] if shadows else None
+        if shadow is not None and "error" not in shadow:
+            counts = {c: sum(s["disagreements"].get(c, 0) for s in shadows) for c in shadow["disagreements"]}
+            shadow = shadow | {"texts": sum(s["texts"] for s in shadows), "disagreements": counts}
+        self._metrics.observe_batch(
+            ok[0]["model_version"],
+            ok[0]["categories"],
+            np.concatenate([a["scores"] for a in ok]),
+            np.concatenate([a["decisions"] for a in ok]),
+            shadow,
+        )
 
     async def classify(self, texts: list[str]) -> dict[str, Any]:
-        """Score one request's texts (batched with concurrent requests); ``{"error": type}`` when it cannot be."""
+        """Score one request's texts (batched with concurrent requests); ``{"error": type}`` when it cannot be.
+
+        Returns:
+            ``body`` (the 200 response, JSON bytes), ``model_version``, ``thresholds_version``, ``categories``,
+            ``scores`` and ``decisions`` (arrays), ``batch_texts`` and ``shadow``.
+        """
         return await self.score_batch(texts)
 
     def info(self) -> dict[str, Any]:
@@ -218,10 +295,10 @@ class ClassifierIngress:
     """HTTP front: enforces limits before anything reaches the model, counts, and answers typed JSON."""
 
     def __init__(self, model: DeploymentHandle, limits: dict[str, Any], traffic: dict[str, Any] | None = None) -> None:
-        """Keep the model handle and the limits; metrics live in this replica's own registry; open the record."""
+        """Keep the model handle and the limits, and open the traffic record."""
         self._model = model
         self._limits = Limits.model_validate(limits)
-        self._metrics = ServingMetrics()
+        self._metrics = IngressMetrics()
         self._recorder = _open_recorder(traffic, self._metrics)
 
     def __del__(self) -> None:
@@ -244,6 +321,13 @@ class ClassifierIngress:
         return bytes(body)
 
     def _parse(self, body: bytes) -> tuple[list[str], list[str] | None] | JSONResponse:
+        try:  # one pass in pydantic-core; what it refuses (bad JSON, a lone surrogate...) the path below explains
+            req = ClassifyRequest.model_validate_json(body)
+        except ValidationError:
+            return self._parse_slowly(body)
+        return self._check(req)
+
+    def _parse_slowly(self, body: bytes) -> tuple[list[str], list[str] | None] | JSONResponse:
         try:
             doc = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -255,6 +339,9 @@ class ClassifierIngress:
         except ValidationError as e:
             details = [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors()]
             return _error(422, 'expected {"texts": [string, ...]} with at least one text', details=details)
+        return self._check(req)
+
+    def _check(self, req: ClassifyRequest) -> tuple[list[str], list[str] | None] | JSONResponse:
         texts, ids = req.texts, req.ids
         if ids is not None and len(ids) != len(texts):
             return _error(422, f"{len(ids)} ids for {len(texts)} texts: give one id per text, or none")
@@ -306,20 +393,20 @@ class ClassifierIngress:
             return _error(503, "the model is not available")
         if "error" in out:  # this request alone failed to score (its batch neighbours were answered)
             return _error(500, f"the model could not score this request ({out['error']})")
-        self._metrics.observe_answer(out)
         version = out["model_version"]
+        self._metrics.serving(version)
         self._recorder.record(  # buffered: never waits for storage, never raises
             policy=version.rpartition("/")[0],
             version=version,
             thresholds_version=out["thresholds_version"],
             texts=texts,
-            scores=[r["scores"] for r in out["results"]],
-            decisions=[r["decisions"] for r in out["results"]],
+            scores=out["scores"],
+            decisions=out["decisions"],
+            categories=out["categories"],
             ids=ids,
             source="serve",
         )
-        payload = {k: out[k] for k in ("results", "model_version", "thresholds_version")}
-        return JSONResponse(payload)
+        return Response(content=out["body"], media_type="application/json")  # encoded once, by the model replica
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, str]:
@@ -338,12 +425,6 @@ class ClassifierIngress:
             public |= {"last_refusal": info["refusal_type"], "refused_version": info["refused_version"]}
         return JSONResponse(public, status_code=200 if info.get("ready") else 503)
 
-    @api.get("/metrics")
-    def metrics(self) -> Response:
-        """Prometheus metrics of this ingress replica."""
-        body, content_type = self._metrics.render()
-        return Response(content=body, media_type=content_type)
-
 
 def build_app(args: ServeArgs) -> Application:
     """Build the serving application (Serve converts a config's ``args`` dict to ``ServeArgs``).
@@ -361,6 +442,7 @@ def build_app(args: ServeArgs) -> Application:
         "num_replicas": b.num_replicas,
         "max_ongoing_requests": b.max_ongoing_requests,
         "max_queued_requests": b.queue_cap,
+        "ray_actor_options": {"num_cpus": b.replica_cpus},
     }
     if args.user_config is not None:
         options["user_config"] = args.user_config.dump()

@@ -38,14 +38,37 @@ class Limits(BaseModel):
     )
 
 
+class FamilyBatching(BaseModel):
+    """Batch size and wait that suit one model family (``FAMILY_BATCHING``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(gt=0, description="Most requests scored together in one model call.")
+    batch_wait_timeout_s: float = Field(ge=0, description="Seconds a partial batch waits for more requests.")
+
+
+# Per family, in requests per model call (benchmarks/serve_throughput.py measures them). A baseline scores a text in
+# microseconds: most of a request's cost is fixed (HTTP, the handle hop), so large batches of small requests and a
+# short wait (it only gathers what is already queued) pay. A transformer's call costs milliseconds per text and
+# gains little past a few dozen texts, while a large batch of 16-text requests holds every caller for seconds:
+# fewer requests per call, and a wait that is small beside the call.
+FAMILY_BATCHING = {
+    "baseline": FamilyBatching(max_batch_size=32, batch_wait_timeout_s=0.002),
+    "transformer": FamilyBatching(max_batch_size=8, batch_wait_timeout_s=0.005),
+}
+_OTHER_FAMILY = FamilyBatching(max_batch_size=16, batch_wait_timeout_s=0.005)
+
+
 class Batching(BaseModel):
-    """How the model deployment groups requests (``@serve.batch``)."""
+    """How the model deployment groups requests (``@serve.batch``) and the CPUs each of its replicas uses."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(default=16, gt=0, description="Most requests scored together in one batch.")
-    batch_wait_timeout_s: float = Field(
-        default=0.005, ge=0, description="Seconds a partial batch waits for more requests."
+    max_batch_size: int | None = Field(
+        default=None, gt=0, description="Most requests scored together in one batch. None: the family's default."
+    )
+    batch_wait_timeout_s: float | None = Field(
+        default=None, ge=0, description="Seconds a partial batch waits for more requests. None: the family's default."
     )
     max_ongoing_requests: int = Field(
         default=64,
@@ -53,6 +76,15 @@ class Batching(BaseModel):
         description="Requests a model replica accepts at once; must be >= max_batch_size or batches never fill.",
     )
     num_replicas: int = Field(default=1, gt=0, description="Model replicas.")
+    replica_cpus: float = Field(
+        default=1.0,
+        gt=0,
+        description="CPUs Ray reserves for each model replica on this machine (a cluster's autoscaling sets its "
+        "own); a transformer's torch uses as many intra-op threads, so it never oversubscribes the proxy's cores.",
+    )
+    intra_op_threads: int | None = Field(
+        default=None, gt=0, description="Torch intra-op threads of a model replica. None: its reserved CPUs."
+    )
     max_queued_requests: int | None = Field(
         default=None,
         gt=0,
@@ -65,11 +97,22 @@ class Batching(BaseModel):
         """``max_queued_requests``, or ``max_ongoing_requests`` when unset."""
         return self.max_queued_requests or self.max_ongoing_requests
 
+    def for_family(self, family: str) -> FamilyBatching:
+        """Batch size and wait for a model family: the ones set here, else the family's defaults."""
+        default = FAMILY_BATCHING.get(family, _OTHER_FAMILY)
+        return FamilyBatching(
+            max_batch_size=self.max_batch_size or default.max_batch_size,
+            batch_wait_timeout_s=(
+                self.batch_wait_timeout_s if self.batch_wait_timeout_s is not None else default.batch_wait_timeout_s
+            ),
+        )
+
     @model_validator(mode="after")
     def _fillable(self) -> Batching:
-        if self.max_ongoing_requests < self.max_batch_size:
+        largest = self.max_batch_size or max(b.max_batch_size for b in (*FAMILY_BATCHING.values(), _OTHER_FAMILY))
+        if self.max_ongoing_requests < largest:
             raise ValueError(
-                f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size ({self.max_batch_size}): "
+                f"max_ongoing_requests ({self.max_ongoing_requests}) < max_batch_size ({largest}): "
                 "batches could never fill; raise max_ongoing_requests"
             )
         return self

@@ -31,13 +31,17 @@ def score_requests(champion: Loaded, shadow: Loaded | None, requests: list[list[
     """Score a batch of requests in one model call and split the answers back per request.
 
     Returns, per request: ``results`` (the response rows), ``model_version``, ``thresholds_version``,
-    ``batch_texts`` (texts in the whole batch) and ``shadow`` (None, or per-category disagreement counts and the
-    shadow's version; ``{"error": ...}`` when the shadow failed, which never affects the answer).
+    ``categories`` with the request's ``scores`` and ``decisions`` as (n_texts, n_categories) arrays in their order
+    (for the traffic record and the metrics), ``batch_texts`` (texts in the whole batch) and ``shadow`` (None, or
+    per-category disagreement counts and the shadow's version; ``{"error": ...}`` when the shadow failed, which
+    never affects the answer).
     """
     sizes = [len(r) for r in requests]
     flat = [t for r in requests for t in r]
     scored = decide(champion.model, champion.spec.thresholds, flat)
     per_request = _split(scored.results(), sizes)
+    bounds = np.cumsum(sizes)[:-1]
+    scores, decisions = np.split(scored.scores, bounds), np.split(scored.decisions, bounds)
     shadow_info: list[dict[str, Any] | None] = [None] * len(requests)
     if shadow is not None:
         shadow_info = _shadow(scored, shadow, flat, sizes)
@@ -46,10 +50,13 @@ def score_requests(champion: Loaded, shadow: Loaded | None, requests: list[list[
             "results": rows,
             "model_version": champion.spec.version,
             "thresholds_version": champion.spec.thresholds_version,
+            "categories": scored.categories,
+            "scores": s,
+            "decisions": d,
             "batch_texts": len(flat),
             "shadow": info,
         }
-        for rows, info in zip(per_request, shadow_info, strict=True)
+        for rows, s, d, info in zip(per_request, scores, decisions, shadow_info, strict=True)
     ]
 
 
