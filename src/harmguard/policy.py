@@ -300,6 +300,15 @@ class TransformerSpec(_LongTexts):
         le=CANONICAL_VERSION,
         description="Evasion defence applied before the tokenizer (see the baseline's `canonical`); 0: raw text.",
     )
+    counterfactual_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Identity-aware training: this share of the training rows that name an identity group (the "
+        "shipped lexicon, harmguard.identity) gets a copy with each group swapped for another's, same label "
+        "(counterfactual augmentation; the tokenizer reads raw group words, which abstraction cannot reach). 0: off.",
+    )
+    counterfactual_seed: int = Field(default=2, description="Seed of the counterfactual copies.")
     batch_size: int = Field(default=32, ge=1, description="Training examples per worker per micro-batch.")
     eval_batch_size: int = Field(default=128, ge=1, description="Examples per batch when validating and scoring.")
     epochs: int = Field(default=2, ge=1, description="Most passes over the training rows.")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harmguard.data.snapshot import encode_labels, split_frame
+from harmguard.identity import counterfactual_copies, shipped_lexicon
 from harmguard.models.transformer import (
     TransformerModel,
     build_classifier,
@@ -65,13 +66,20 @@ def build_loop_config(frame: pd.DataFrame, policy: Policy, spec: TransformerSpec
     if not spec.use_gpu and spec.cpu_max_train_rows and len(train) > spec.cpu_max_train_rows:
         train = train.sample(n=spec.cpu_max_train_rows, random_state=seed).sort_index().reset_index(drop=True)
     val = split_frame(frame, "validation")
+    texts, labels = train["text"].fillna("").tolist(), encode_labels(train, policy).tolist()
+    if spec.counterfactual_rate > 0:
+        # copies with the identity groups swapped, same label: validation stays as it is (it judges the real rows)
+        rows, copies = counterfactual_copies(
+            texts, shipped_lexicon(), rate=spec.counterfactual_rate, seed=spec.counterfactual_seed
+        )
+        texts, labels = texts + copies, labels + [labels[i] for i in rows]
     return {
         "spec": spec.model_dump(mode="json"),
         "seed": seed,
         "label_mode": policy.label_mode,
         "classes": policy.classes,
-        "train_texts": train["text"].fillna("").tolist(),
-        "train_labels": encode_labels(train, policy).tolist(),
+        "train_texts": texts,
+        "train_labels": labels,
         "val_texts": val["text"].fillna("").tolist(),
         "val_labels": encode_labels(val, policy).tolist(),
     }
