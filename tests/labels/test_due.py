@@ -180,3 +180,13 @@ def test_the_cli_answers_a_malformed_verdict_with_exit_4(champion_store, hg_env)
     assert proc.returncode == 4, proc.stderr
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     assert doc["exit_code"] == 4 and "is not JSON" in doc["error"] and "Traceback" not in proc.stderr
+
+
+def test_the_argo_due_step_answers_a_malformed_verdict_with_exit_4(
+    champion_store, hg_env, monkeypatch, tmp_path, capsys
+):
+    """4 is invalid input, which the retrain CronWorkflow never retries (1, a crash, would be retried three times)."""
+    _verdict(champion_store, "ok", raw=b"[1, 2]")
+    monkeypatch.setenv("HARMGUARD_HOME", str(champion_store.root))
+    assert argo_main(["due", "hate_speech", str(tmp_path / "out")]) == 4
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "out").exists()  # no outputs for the next step

@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmguard.exit_codes import RETRYABLE_EXPRESSION
+from harmguard.exit_codes import RETRYABLE_EXPRESSION, ExitCode
 from harmguard.k8s.common import (
     GCS_MOUNT_PATH,
     PART_OF,
@@ -197,11 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if args.command == "due":
-        from harmguard.labels.due import retrain_needed
+        from harmguard.labels.due import VerdictError, retrain_needed
         from harmguard.policy import load_policy
 
         threshold = int(args.min_new_labels) if args.min_new_labels else None
-        answer = retrain_needed(open_store(load_settings().home), load_policy(args.policy), min_new_labels=threshold)
+        try:
+            answer = retrain_needed(
+                open_store(load_settings().home), load_policy(args.policy), min_new_labels=threshold
+            )
+        except VerdictError as e:  # a malformed verdict is invalid input: exit 4, which Argo never retries
+            print(f"error: {e}", file=sys.stderr)
+            return int(ExitCode.INVALID_INPUT)
         outputs, message = due_outputs(answer, force=args.force == "true")
         write_outputs(outputs, args.out_dir)
         print(message, file=sys.stderr)
