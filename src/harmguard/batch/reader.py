@@ -60,7 +60,7 @@ class InputSpec:
     text_column: str
     max_chars: int
     id_type: pa.DataType
-    size: int  # bytes (compressed, when it is)
+    size: int  # bytes: Parquet's uncompressed data, else the file's
 
 
 def _skip_reason(value: Any, max_chars: int) -> str | None:
@@ -105,15 +105,19 @@ def _compression(path: str) -> str | None:
     return "gzip" if path.lower().endswith(".gz") else None
 
 
-def _peek(spec_fmt: str, filesystem: Any, path: str, uri: str, columns: list[str]) -> tuple[list[str], pa.DataType]:
-    """The input's column names and the type its id column will have (``columns``: id, text)."""
+def _peek(
+    spec_fmt: str, filesystem: Any, path: str, uri: str, columns: list[str]
+) -> tuple[list[str], pa.DataType, int | None]:
+    """The input's column names, the type its id column will have (``columns``: id, text), its data size if known."""
     if spec_fmt == "parquet":
         import pyarrow.parquet as pq
 
         with filesystem.open_input_file(path) as f:
-            schema = pq.read_schema(f)
+            meta = pq.read_metadata(f)
+        schema = meta.schema.to_arrow_schema()
         names = list(schema.names)
-        return names, schema.field(columns[0]).type if columns[0] in names else pa.string()
+        data = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))  # uncompressed
+        return names, schema.field(columns[0]).type if columns[0] in names else pa.string(), data
     with filesystem.open_input_stream(path, compression=_compression(path)) as f:
         head = f.read(_PEEK_BYTES)
         while head and b"\n" not in head and (more := f.read(_PEEK_BYTES)):  # one long first line
@@ -125,11 +129,11 @@ def _peek(spec_fmt: str, filesystem: Any, path: str, uri: str, columns: list[str
         lines = head if whole else head[: head.rfind(b"\n") + 1]
         frame = pd.read_json(io.BytesIO(lines), lines=True, dtype=False, encoding="utf-8")
         names = [str(c) for c in frame.columns]
-        return names, _id_array(frame, columns[0], uri).type if columns[0] in names else pa.string()
+        return names, _id_array(frame, columns[0], uri).type if columns[0] in names else pa.string(), None
     from pyarrow import csv
 
     reader = csv.open_csv(pa.BufferReader(head), **_csv_options(spec_fmt, columns))
-    return list(reader.schema.names), pa.string()
+    return list(reader.schema.names), pa.string(), None
 
 
 def open_input(uri: str, id_column: str, text_column: str, max_chars: int) -> InputSpec:
@@ -155,7 +159,7 @@ def open_input(uri: str, id_column: str, text_column: str, max_chars: int) -> In
     if not info.size:
         raise DataReadError(f"{uri}: empty file, no columns to read")
     try:
-        names, id_type = _peek(fmt, filesystem, path, uri, [id_column, text_column])
+        names, id_type, data_size = _peek(fmt, filesystem, path, uri, [id_column, text_column])
     except (pa.ArrowInvalid, ValueError, OSError, EOFError) as e:
         if isinstance(e, BatchInputError | DataReadError):
             raise
@@ -166,7 +170,8 @@ def open_input(uri: str, id_column: str, text_column: str, max_chars: int) -> In
             f"{uri}: no column {', '.join(map(repr, missing))} (columns: {names}); "
             "name them with --id-column / --text-column"
         )
-    return InputSpec(uri, fmt, filesystem, path, id_column, text_column, max_chars, id_type, int(info.size))
+    size = max(int(info.size), data_size or 0)
+    return InputSpec(uri, fmt, filesystem, path, id_column, text_column, max_chars, id_type, size)
 
 
 def _id_array(frame: pd.DataFrame, column: str, uri: str) -> pa.Array:
