@@ -25,13 +25,15 @@ def evaluate(
 
     Returns the thresholds version.
     """
-    from harmguard.evaluation.metrics import flatten, ui_metric_keys
     from harmguard.steps.training import evaluate_step
 
     doc = evaluate_step(
         policy, snapshot.path, model.path, data_version, model_digest, run_id, family, evaluation.path,
         paired_path=paired.path, thresholds_path=thresholds.path,
     )  # fmt: skip
+    # after the step, which already imported it (scikit-learn): imported first, it counted as the step's overhead
+    from harmguard.evaluation.metrics import flatten, ui_metric_keys
+
     thresholds.metadata["thresholds_version"] = doc["thresholds_version"]
     paired.metadata["champion"] = (doc.get("champion") or {}).get("version") or ""
     flat = flatten(doc, "test")
