@@ -26,6 +26,12 @@ It prints one JSON object:
 - ``onnxruntime`` (with ``--onnx``, when onnxruntime and onnx are importable; they are not in the lock): the same
   texts through ONNX Runtime float32 and dynamic-int8 graphs of the same model, for the choice between the two.
 - ``load``: the 1-minute load average before and after (the cores are shared).
+
+Why the int8 path is PyTorch's dynamic-quantized linear kernels and not ONNX Runtime: in one run of this benchmark
+(2 shared AVX2 cores, no VNNI, load 11-13, same 256 texts) ONNX Runtime 1.31.1's dynamic-int8 graph scored 13.7
+texts/s and torch's int8 path 13.8, and ONNX Runtime float32 was slower than torch eager (6.5 vs 12.2): no
+measurable gain for two new dependencies (onnxruntime, and onnx for export and quantization, whose newest wheels
+pull protobuf 7 while kfp needs protobuf < 7), an ONNX export at training time and a second runtime to verify.
 """
 
 from __future__ import annotations
