@@ -4,6 +4,10 @@ Both run harmguard's one training loop on the same model, sequence length, data 
 machine, in one process run. Throughput is the samples/s the loop measures over the last epoch (the first epoch is
 the warm-up: allocator, kernels, caches), so Ray's start-up and the per-epoch validation are excluded.
 
+The profile says where the gap goes: while each side trains, every process's CPU time is read from /proc and
+grouped (the training process, Ray's own processes, everything else on the machine). On 2 cores, CPU that raylet,
+the GCS, the agents and the idle workers use is CPU the training worker does not get.
+
     HARMGUARD_DATA_MIRROR=../shared/datasets .venv/bin/python benchmarks/train_throughput.py
 """
 
@@ -14,7 +18,10 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harmguard.data.datasets import load_dataset
@@ -22,6 +29,61 @@ from harmguard.data.snapshot import build_snapshot
 from harmguard.policy import load_policy
 from harmguard.settings import load_settings
 from harmguard.training.ray_train import build_loop_config, effective_spec, fit_with_ray, init_ray, run_plain_loop
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """pid -> (group, CPU seconds so far) for every process this machine shows."""
+    out: dict[int, tuple[str, float]] = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        pid = int(entry)
+        if pid == me:
+            group = "driver"
+        elif "RayTrainWorker" in cmd or "RayTrainWorker" in comm:
+            group = "train worker"
+        elif comm in {"raylet", "gcs_server"} or cmd.startswith("ray::") or "/ray/" in cmd:
+            group = "ray system"
+        else:
+            group = "other"
+        out[pid] = (group, seconds)
+    return out
+
+
+@contextmanager
+def cpu_profile(window: dict[str, float]) -> Iterator[None]:
+    """Fill ``window`` with CPU cores used per process group while the block runs (after a 10 s settle)."""
+    stop = threading.Event()
+    samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            samples.append((time.monotonic(), _cpu_by_process()))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        settled = [s for s in samples if s[0] >= samples[0][0] + 10] if samples else []
+        if len(settled) >= 2:
+            (t0, first), (t1, last) = settled[0], settled[-1]
+            for pid, (group, seconds) in last.items():
+                before = first.get(pid, (group, 0.0))[1]
+                window[group] = window.get(group, 0.0) + (seconds - before) / (t1 - t0)
 
 
 def main() -> None:
@@ -64,19 +126,28 @@ def main() -> None:
         # Alternate the two (plain, Ray, plain, Ray, ...) so a slow minute on a shared machine hits both alike.
         for rep in range(args.repeats):
             t0 = time.monotonic()
-            plain = run_plain_loop(config, Path(tmp) / f"plain{rep}")
+            plain_cpu: dict[str, float] = {}
+            with cpu_profile(plain_cpu):
+                plain = run_plain_loop(config, Path(tmp) / f"plain{rep}")
             runs["plain"].append(
-                {"samples_per_s": plain.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0}
-            )
+                {"samples_per_s": plain.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0,
+                 "cores": plain_cpu}
+            )  # fmt: skip
             t0 = time.monotonic()
+            ray_cpu: dict[str, float] = {}
             init_ray(num_cpus=args.threads)  # the same local cluster a pipeline step starts
             try:
-                ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / f"ray{rep}"), name="bench")
+                with cpu_profile(ray_cpu):
+                    ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / f"ray{rep}"), name="bench")
             finally:
                 ray.shutdown()
             runs["ray"].append(
-                {"samples_per_s": ray_run.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0}
-            )
+                {"samples_per_s": ray_run.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0,
+                 "cores": ray_cpu}
+            )  # fmt: skip
+            for kind, cores in (("plain", plain_cpu), ("ray", ray_cpu)):
+                shares = " · ".join(f"{g} {c:.2f}" for g, c in sorted(cores.items(), key=lambda kv: -kv[1]))
+                print(f"repeat {rep + 1} {kind}: cores used by group: {shares}", flush=True)
             print(
                 f"repeat {rep + 1}: plain {runs['plain'][-1]['samples_per_s']:.1f} · ray "
                 f"{runs['ray'][-1]['samples_per_s']:.1f} samples/s",
@@ -87,6 +158,15 @@ def main() -> None:
         for kind, rs in runs.items()
     }
     ratio = results["ray"]["samples_per_s"] / results["plain"]["samples_per_s"]
+    # Where the gap goes: the cores each group used while Ray trained (median over repeats), against the plain loop's.
+    groups = sorted({g for r in runs["ray"] + runs["plain"] for g in r["cores"]})
+    profile = {
+        kind: {g: statistics.median(r["cores"].get(g, 0.0) for r in runs[kind]) for g in groups} for kind in runs
+    }
+    trainer_plain = profile["plain"].get("driver", 0.0)
+    trainer_ray = profile["ray"].get("train worker", 0.0)
+    results["profile_cores"] = profile
+    results["trainer_cores_ratio"] = trainer_ray / trainer_plain if trainer_plain else None
     summary = {
         "backbone": args.backbone,
         "rows": len(config["train_texts"]),
@@ -100,6 +180,12 @@ def main() -> None:
     print(
         f"plain loop: {results['plain']['samples_per_s']:.1f} samples/s · Ray Train (1 worker, {args.threads} CPUs): "
         f"{results['ray']['samples_per_s']:.1f} samples/s · ratio {ratio:.3f}"
+    )
+    print(
+        f"cores used while training (median): plain loop's process {trainer_plain:.2f} · Ray's train worker "
+        f"{trainer_ray:.2f} (ratio {results['trainer_cores_ratio'] or 0:.3f}) · Ray's own processes "
+        f"{profile['ray'].get('ray system', 0.0):.2f} · Ray's driver {profile['ray'].get('driver', 0.0):.2f} · "
+        f"other processes {profile['ray'].get('other', 0.0):.2f} (plain run: {profile['plain'].get('other', 0.0):.2f})"
     )
     print(json.dumps(summary))
 
