@@ -125,3 +125,30 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def store(settings: Settings) -> LocalStore:
     """The local artifact store of the test's home."""
     return LocalStore(settings.home)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with the packaged MiniLM's tokenizer: transformer tests train and score it in seconds.
+
+    Session-wide: loading the tokenizer is most of its cost (a minute on a loaded machine).
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from harmguard.models.transformer import resolve_backbone
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-MiniLM-L6-v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -21,7 +21,6 @@ from harmguard.models.transformer import (
     build_classifier,
     int8_layer_names,
     load_tokenizer,
-    resolve_backbone,
 )
 from harmguard.policy import TransformerSpec
 from harmguard.training.ray_train import TrainOutcome, load_outcome_model
@@ -35,27 +34,6 @@ TEXTS = [
     "a much longer text that goes on and on about the weather, the match last night and what we will cook " * 3,
     "ok",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-MiniLM-L6-v2"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _model(backbone: Path, quantize: str) -> TransformerModel:

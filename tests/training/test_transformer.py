@@ -20,7 +20,6 @@ from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot
 from harmguard.models.base import category_scores, read_model_meta
 from harmguard.models.loading import load_model
-from harmguard.models.transformer import resolve_backbone
 from harmguard.perturbations import long_prefix
 from harmguard.policy import load_policy
 from harmguard.serving.config import Limits, ServeArgs
@@ -31,25 +30,6 @@ from tests.support.gcs_emulator import fake_gcs_server
 from tests.support.serving import publish_export, served_app, user_config
 
 TEXTS = ["WINNER!! Claim your free prize now, call 09061701461", "Are we still meeting for lunch at 1?"]
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("all-MiniLM-L6-v2"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
