@@ -80,8 +80,14 @@ def cpu_profile(window: dict[str, float]) -> Iterator[None]:
         thread.join()
         settled = [s for s in samples if s[0] >= samples[0][0] + 10] if samples else []
         if len(settled) >= 2:
-            (t0, first), (t1, last) = settled[0], settled[-1]
-            for pid, (group, seconds) in last.items():
+            # A process counts from the window's first sample (0 when it started later) to the last sample that saw
+            # it (the training worker exits before the run returns), under the group its newest title names.
+            t0, t1 = settled[0][0], settled[-1][0]
+            first = settled[0][1]
+            seen: dict[int, tuple[str, float]] = {}
+            for _, procs in settled:
+                seen.update(procs)
+            for pid, (group, seconds) in seen.items():
                 before = first.get(pid, (group, 0.0))[1]
                 window[group] = window.get(group, 0.0) + (seconds - before) / (t1 - t0)
 
