@@ -104,6 +104,9 @@ def test_review_page_has_every_table_and_cut_flipped_texts(settings, store, tmp_
     assert 'alt="PR curves of challenger and champion"' in html and "review-test/1" in html
     for group in ("Muslims", "women", "gay people"):
         assert f"<td>{group}</td>" in html
+    # the one hatecheck group the shipped identity lexicon does not name is marked, and counted in the summary
+    assert '<td>immigrants <span class="muted">(not in the identity lexicon)</span></td>' in html
+    assert "1 of 7 groups are not in the identity lexicon (harmguard)" in html
     assert "<td>slur_h</td>" in html and "<td>leetspeak</td>" in html
     assert flips["examples"][0]["text"].replace("&", "&amp;").replace("'", "&#39;") in html
     assert not any(t in html for t in test_texts if len(t) > 40)  # long texts appear only cut

@@ -143,6 +143,7 @@ def _fairness_tables(evaluation: dict[str, Any], bounds: dict[str, dict[str, Any
     for name, doc in (evaluation.get("fairness") or {}).items():
         cat = doc["category"]
         theirs = (champion.get(name) or {}).get("groups") or {}
+        uncovered = set((doc.get("coverage") or {}).get("uncovered") or {})  # groups the identity lexicon misses
         rows = []
         for group, r in doc["groups"].items():
             past = {
@@ -151,7 +152,8 @@ def _fairness_tables(evaluation: dict[str, Any], bounds: dict[str, dict[str, Any
                 for m in GROUP_METRICS
             }
             past["fpr"] = _past(bounds.get(f"operating/{name}:{group}/{cat}/fpr"), r["fpr"])
-            rows.append({"group": group, **r, "champion": theirs.get(group), "past": past})
+            rows.append({"group": group, **r, "champion": theirs.get(group), "past": past,
+                         "covered": group not in uncovered})  # fmt: skip
         rows.sort(key=lambda r: (r["bpsn_auc"] is None, r["bpsn_auc"] or 0.0, r["group"]))
         summary_theirs = (champion.get(name) or {}).get("summary")
         tables.append({"name": name, "doc": doc, "rows": rows, "champion_summary": summary_theirs})
