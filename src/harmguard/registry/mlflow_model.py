@@ -19,14 +19,25 @@ bytes, so mirroring again (``sync_mlflow``) finds identical files and a changed 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
 from harmguard.storage import ArtifactStore, StoreError
 
-if TYPE_CHECKING:
-    from harmguard.registry.core import VersionRecord
+
+class VersionRecord(Protocol):
+    """What this module reads of a registered version (``registry.core.VersionRecord``, which imports this module)."""
+
+    policy: str
+    n: int
+    version: str
+    model_uri: str
+    model_digest: str
+    thresholds: dict[str, float]
+    thresholds_version: str
+    family: str
+
 
 # The module MLflow imports to load the model (``_load_pyfunc(path)``); it lives above the registry (it scores with
 # harmguard.models), so the registry names it and never imports it.
