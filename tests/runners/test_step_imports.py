@@ -81,6 +81,13 @@ def test_quick_exit_never_hides_a_failure_after_the_step():
     assert "cannot write executor output" in done.stderr
 
 
+def test_quick_exit_keeps_a_non_zero_sys_exit_after_the_step():
+    done = _run(
+        "import sys\nfrom harmguard.steps.timing import arm_fast_exit\narm_fast_exit(force=True)\nsys.exit(3)\n"
+    )
+    assert done.returncode == 3
+
+
 def test_failed_step_reports_work_and_is_not_armed_outside_kfp():
     done = _run(
         "from harmguard.steps.timing import timed_step, arm_fast_exit\n"

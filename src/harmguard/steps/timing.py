@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 STEP_TIME_PREFIX = "HGSTEPTIME "
 KFP_EXECUTOR = "kfp.dsl.executor_main"
@@ -61,8 +61,20 @@ def arm_fast_exit(*, force: bool = False) -> bool:
         Whether the quick exit is armed.
     """
     global _armed
-    _armed = _armed or force or _in_kfp_executor()
+    if not _armed and (force or _in_kfp_executor()):
+        _armed = True
+        sys.exit = _exit_disarming  # a non-zero sys.exit after the step must keep its status, not become 0
     return _armed
+
+
+_sys_exit = sys.exit
+
+
+def _exit_disarming(status: str | int | None = None) -> NoReturn:
+    global _armed
+    if status not in (None, 0):
+        _armed = False
+    _sys_exit(status)
 
 
 def report_work(step: str, seconds: float, *, ok: bool) -> None:
