@@ -228,14 +228,9 @@ class _LongTexts(_Strict):
     )
 
 
-class BaselineSpec(_LongTexts):
-    """TF-IDF + logistic regression hyperparameters."""
+class _TextPrep(_LongTexts):
+    """What a model does to a text before it reads it, and which copies it also trains on (both families)."""
 
-    word_ngrams: tuple[int, int] = Field(default=(1, 2), description="Word n-gram range.")
-    char_ngrams: tuple[int, int] = Field(default=(2, 5), description="Character n-gram range.")
-    char_analyzer: Literal["char", "char_wb"] = Field(
-        default="char", description="`char` (n-grams across word boundaries) or `char_wb` (within words)."
-    )
     preprocess: bool = Field(
         default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
     )
@@ -265,6 +260,15 @@ class BaselineSpec(_LongTexts):
     def _lexicon(cls, value: Any) -> Any:
         return shipped_terms() if value == SHIPPED else value
 
+
+class BaselineSpec(_TextPrep):
+    """TF-IDF + logistic regression hyperparameters."""
+
+    word_ngrams: tuple[int, int] = Field(default=(1, 2), description="Word n-gram range.")
+    char_ngrams: tuple[int, int] = Field(default=(2, 5), description="Character n-gram range.")
+    char_analyzer: Literal["char", "char_wb"] = Field(
+        default="char", description="`char` (n-grams across word boundaries) or `char_wb` (within words)."
+    )
     min_df: int = Field(default=2, ge=1, description="Drop n-grams seen in fewer documents.")
     max_features: int | None = Field(default=200_000, description="Keep this many n-grams per analyzer at most.")
     sublinear_tf: bool = Field(default=True, description="Use 1 + log(tf).")
@@ -278,7 +282,7 @@ class BaselineSpec(_LongTexts):
     max_iter: int = Field(default=1000, ge=10, description="Solver iterations.")
 
 
-class TransformerSpec(_LongTexts):
+class TransformerSpec(_TextPrep):
     """Transformer fine-tuning (Ray Train) settings; the CLI overrides any of them for one run."""
 
     backbone: str = Field(
@@ -291,24 +295,26 @@ class TransformerSpec(_LongTexts):
         description="CPU inference precision: int8 exports per-channel int8 weights of the encoder's linear layers "
         "with the model (covered by its digest) and every CPU scorer (gate, serving, batch) uses them.",
     )
-    preprocess: bool = Field(
-        default=True, description="Unescape HTML entities and replace URLs and @mentions with placeholder tokens."
-    )
-    canonical: int = Field(
-        default=0,
-        ge=0,
-        le=CANONICAL_VERSION,
-        description="Evasion defence applied before the tokenizer (see the baseline's `canonical`); 0: raw text.",
-    )
     counterfactual_rate: float = Field(
         default=0.0,
         ge=0,
         le=1,
         description="Identity-aware training: this share of the training rows that name an identity group (the "
         "shipped lexicon, harmguard.identity) gets a copy with each group swapped for another's, same label "
-        "(counterfactual augmentation; the tokenizer reads raw group words, which abstraction cannot reach). 0: off.",
+        "(counterfactual augmentation, for a tokenizer that reads raw group words). 0: off; not with "
+        "`identity_terms`, under which every copy would read as its original.",
     )
     counterfactual_seed: int = Field(default=2, description="Seed of the counterfactual copies.")
+
+    @model_validator(mode="after")
+    def _one_identity_defence(self) -> TransformerSpec:
+        if self.counterfactual_rate > 0 and self.identity_terms:
+            raise ValueError(
+                "transformer.counterfactual_rate with transformer.identity_terms: abstraction reads every swapped "
+                "copy as its original, so the copies would only repeat rows; choose one"
+            )
+        return self
+
     batch_size: int = Field(default=32, ge=1, description="Training examples per worker per micro-batch.")
     eval_batch_size: int = Field(default=128, ge=1, description="Examples per batch when validating and scoring.")
     epochs: int = Field(default=2, ge=1, description="Most passes over the training rows.")
@@ -604,11 +610,12 @@ class Policy(_Strict):
         for sl in self.slices:
             if sl.by == "column" and not any(sl.column in s.columns.source for s in self.data.sources):
                 raise ValueError(f"slice {sl.name!r} reads column {sl.column!r}: list it in a source's columns.source")
-        if self.baseline.augment and self.evasion is not None and self.baseline.augment_seed == self.evasion.seed:
-            raise ValueError(
-                f"baseline.augment_seed {self.baseline.augment_seed} equals evasion.seed: training would see the "
-                "very perturbed texts the evasion is measured on; choose another seed"
-            )
+        for family, spec in (("baseline", self.baseline), ("transformer", self.transformer)):
+            if spec.augment and self.evasion is not None and spec.augment_seed == self.evasion.seed:
+                raise ValueError(
+                    f"{family}.augment_seed {spec.augment_seed} equals evasion.seed: training would see the "
+                    "very perturbed texts the evasion is measured on; choose another seed"
+                )
         names = [s.label for s in self.data.sources]
         if len(set(names)) != len(names) or "labels" in names:
             raise ValueError(f"data sources need distinct names other than `labels` (got {names}); set `name`")

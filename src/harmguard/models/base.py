@@ -12,6 +12,7 @@ import numpy as np
 
 from harmguard.canonical import canonicalize
 from harmguard.identity import abstract_identities
+from harmguard.perturbations import perturb_texts
 from harmguard.text import MENTION, URL
 
 
@@ -67,6 +68,21 @@ def prepare_text(text: str, *, preprocess: bool, canonical: int, identity_terms:
     if canonical:
         text = canonicalize(text, canonical)
     return abstract_identities(text, identity_terms) if identity_terms else text
+
+
+def augment_copies(texts: list[str], augment: list[str], *, rate: float, seed: int) -> tuple[list[int], list[str]]:
+    """Training copies for both families: per perturbation in ``augment``, a rewrite of each row it changes.
+
+    Returns the source row of each copy (its label and weight are the row's) and the copies, in perturbation order.
+    """
+    rows: list[int] = []
+    copies: list[str] = []
+    for name in augment:
+        rewritten, changed = perturb_texts(texts, name, word_rate=rate, seed=seed)
+        changed_rows = np.flatnonzero(changed).tolist()
+        rows += changed_rows
+        copies += [rewritten[i] for i in changed_rows]
+    return rows, copies
 
 
 def text_windows(text: str, size: int, stride: int = 0, cap: int = 16) -> list[str]:

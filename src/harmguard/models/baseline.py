@@ -17,8 +17,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import normalize
 
-from harmguard.models.base import ModelError, predict_by_window, prepare_text
-from harmguard.perturbations import perturb_texts
+from harmguard.models.base import ModelError, augment_copies, predict_by_window, prepare_text
 from harmguard.policy import BaselineSpec, Policy
 
 FORMAT_VERSION = 1
@@ -149,16 +148,10 @@ def _augmented(
     """The training rows plus, per ``spec.augment`` perturbation, a rewritten copy of each row it changes."""
     if not spec.augment:
         return texts, labels, weights
-    out_texts, out_labels = list(texts), [labels]
-    out_weights = [weights] if weights is not None else None
-    for name in spec.augment:
-        rewritten, changed = perturb_texts(texts, name, word_rate=spec.augment_rate, seed=spec.augment_seed)
-        rows = np.flatnonzero(changed)
-        out_texts += [rewritten[i] for i in rows]
-        out_labels.append(labels[rows])
-        if out_weights is not None and weights is not None:
-            out_weights.append(weights[rows])
-    return out_texts, np.concatenate(out_labels), np.concatenate(out_weights) if out_weights is not None else None
+    rows, copies = augment_copies(texts, list(spec.augment), rate=spec.augment_rate, seed=spec.augment_seed)
+    idx = np.asarray(rows, dtype=np.int64)
+    out_weights = np.concatenate([weights, weights[idx]]) if weights is not None else None
+    return texts + copies, np.concatenate([labels, labels[idx]]), out_weights
 
 
 def _fit_vectorizer(name: str, spec: BaselineSpec, texts: list[str]) -> tuple[TfidfVectorizer, sp.csr_matrix]:

@@ -46,8 +46,10 @@ def resolve_backbone(name: str) -> str:
 
 
 def tokenizer_text(text: str, spec: TransformerSpec) -> str:
-    """The text the tokenizer sees: the shared cleanup and canonicalization the spec asks for."""
-    return prepare_text(text, preprocess=spec.preprocess, canonical=spec.canonical)
+    """The text the tokenizer sees: the shared cleanup, canonicalization and identity abstraction the spec asks for."""
+    return prepare_text(
+        text, preprocess=spec.preprocess, canonical=spec.canonical, identity_terms=spec.identity_terms or None
+    )
 
 
 def build_classifier(backbone: str, classes: list[str], label_mode: str) -> Any:

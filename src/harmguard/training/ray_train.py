@@ -31,6 +31,7 @@ import pandas as pd
 
 from harmguard.data.snapshot import encode_labels, split_frame
 from harmguard.identity import counterfactual_copies, shipped_lexicon
+from harmguard.models.base import augment_copies
 from harmguard.models.transformer import (
     TransformerModel,
     build_classifier,
@@ -67,6 +68,10 @@ def build_loop_config(frame: pd.DataFrame, policy: Policy, spec: TransformerSpec
         train = train.sample(n=spec.cpu_max_train_rows, random_state=seed).sort_index().reset_index(drop=True)
     val = split_frame(frame, "validation")
     texts, labels = train["text"].fillna("").tolist(), encode_labels(train, policy).tolist()
+    if spec.augment:
+        # evasion-rewritten copies (seed `augment_seed`, never the evaluation's), same label; validation untouched
+        rows, copies = augment_copies(texts, list(spec.augment), rate=spec.augment_rate, seed=spec.augment_seed)
+        texts, labels = texts + copies, labels + [labels[i] for i in rows]
     if spec.counterfactual_rate > 0:
         # copies with the identity groups swapped, same label: validation stays as it is (it judges the real rows)
         rows, copies = counterfactual_copies(
