@@ -7,10 +7,11 @@ project dependencies: this script installs them into their own virtual environme
 
 harmguard's side: the baselines the shipped policies train. davidson2017 is trained on its train split;
 ``hate_speech`` on its sources plus weeks 1-6 of the moderation stream. Each is decided at the thresholds it
-calibrates on its validation split, as a run does. A registered version (the transformer champion of
-``hate_speech``, trained by ``harmguard run --policy hate_speech --family transformer --max-train-rows 0``, or on a
-GPU) is scored too with ``--registered HOME:hate_speech`` (its champion) or ``--registered HOME:hate_speech/2``:
-loaded by its verified digest, decided at its registered thresholds.
+calibrates on its validation split, as a run does. A registered version is scored too with ``--registered
+HOME:hate_speech`` (its champion) or ``--registered HOME:hate_speech/2``, loaded by its verified digest and decided
+at its registered thresholds: for example the transformer champion of ``hate_speech``, trained on 2 cores by
+``harmguard run --policy hate_speech --family transformer --workers 1 --cpus-per-worker 2 --epochs 1
+--max-train-rows 0`` (without ``--cpus-per-worker`` Ray gives the worker one CPU and torch one thread), or on a GPU.
 
 Sets (binary tasks; macro F1 over the two classes, and FPR, at each system's operating point):
 

@@ -16,7 +16,11 @@ In one run, per family:
     (Ray Serve on loopback, HTTP keep-alive clients; the best of the concurrency levels below). The ratio
     served / in-process is the serving overhead's share. Goals: >= 0.70 baseline, >= 0.85 transformer.
 (b) p50/p99 latency (ms) at 1, 4 and 16 concurrent clients, each request size.
-(c) baseline only: the traffic record off vs. on (``ServeArgs.traffic`` None vs. set), alternating runs at 16 texts
+(c) where the CPU goes: for each run, every process's CPU time from /proc (``proc_cpu.py``), per request, grouped
+    as clients (this process), proxy, ingress replica, model replica, Serve controller, Ray's other processes and
+    the rest; the in-process side's CPU per request beside it. The served ratio's gap is the sum of the groups
+    other than the model replica, plus the model replica's excess over the in-process cost.
+(d) baseline only: the traffic record off vs. on (``ServeArgs.traffic`` None vs. set), alternating runs at 16 texts
     per request and 16 clients, each after 2 s of unmeasured warm-up: the median of the pairs' on / off. Goal: the
     record costs at most 5% (ratio >= 0.95).
 
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from proc_cpu import cpu_between, cpu_by_process, ray_group
 
 from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot, encode_labels, split_frame
@@ -48,7 +53,14 @@ from harmguard.models.loading import load_model, verify_model_dir
 from harmguard.policy import load_policy
 from harmguard.registry import VersionRecord, get_version, read_alias
 from harmguard.registry.core import list_policies, list_versions
-from harmguard.serving.config import Batching, ServeArgs, Traffic, user_config_for
+from harmguard.serving.config import (
+    INGRESS_DEPLOYMENT,
+    MODEL_DEPLOYMENT,
+    Batching,
+    ServeArgs,
+    Traffic,
+    user_config_for,
+)
 from harmguard.settings import load_settings
 from harmguard.storage import LocalStore
 
@@ -131,9 +143,34 @@ def _requests(texts: list[str], size: int) -> list[list[str]]:
     return [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
 
 
+def serve_group(pid: int, comm: str, cmd: str) -> str:
+    """Which part of the served path a process is (its Ray title names the actor)."""
+    title = cmd + " " + comm
+    if pid == os.getpid():
+        return "clients"
+    if "ProxyActor" in title:
+        return "proxy"
+    if "ServeReplica" in title:
+        return "ingress" if INGRESS_DEPLOYMENT in title else "model" if MODEL_DEPLOYMENT in title else "replica"
+    if "ServeController" in title:
+        return "controller"
+    if "RayTrainWorker" in title or "TrainController" in title:
+        return "other"  # a training run's workers: not this benchmark's cluster
+    return ray_group(pid, comm, cmd)
+
+
+def with_cpu(run: dict[str, Any], before: dict[int, tuple[str, float]]) -> dict[str, Any]:
+    """``run`` with the CPU ms each group spent per request since ``before``."""
+    used = cpu_between(before, cpu_by_process(serve_group))
+    n = max(run["requests"], 1)
+    run["cpu_ms_per_request"] = {g: round(1000 * s / n, 3) for g, s in sorted(used.items()) if s > 0}
+    return run
+
+
 def in_process(model: Any, thresholds: dict[str, float], batches: list[list[str]], seconds: float) -> dict:
     """Score the requests one after another for ``seconds`` (after a warm-up call)."""
     decide(model, thresholds, batches[0])
+    before = cpu_by_process(serve_group)
     lat: list[float] = []
     n, i, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -142,7 +179,7 @@ def in_process(model: Any, thresholds: dict[str, float], batches: list[list[str]
         decide(model, thresholds, b)
         lat.append(time.perf_counter() - s)
         n, i = n + len(b), i + 1
-    return _stats(lat, n, time.perf_counter() - t0)
+    return with_cpu(_stats(lat, n, time.perf_counter() - t0), before)
 
 
 def served(port: int, batches: list[list[str]], clients: int, seconds: float) -> dict:
@@ -184,6 +221,7 @@ def served(port: int, batches: list[list[str]], clients: int, seconds: float) ->
     for t in threads:
         t.start()
     start.wait()
+    before = cpu_by_process(serve_group)
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
@@ -192,7 +230,7 @@ def served(port: int, batches: list[list[str]], clients: int, seconds: float) ->
     wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"served requests failed: HTTP {sorted(set(errors))}")
-    return _stats(lat, sum(counts), wall)
+    return with_cpu(_stats(lat, sum(counts), wall), before)
 
 
 # --- one family --------------------------------------------------------------------------------------------------
@@ -269,6 +307,13 @@ def _print(results: list[dict[str, Any]], skipped: dict[str, str]) -> bool:
                 f"{s['texts_per_s']:>9.0f} {s['p50_ms']:>5.1f}/{s['p99_ms']:<6.1f}" for s in row["served"].values()
             )
             print(f"{r['family']:<12}{size:>10}{row['in_process']['texts_per_s']:>11.0f}  {cells}")
+    print("\nCPU ms per request (in-process; served at the best concurrency), by process:")
+    for r in results:
+        for size, row in r["sizes"].items():
+            best = max(row["served"].values(), key=lambda s: s["texts_per_s"])
+            parts = ", ".join(f"{g} {ms:.2f}" for g, ms in best["cpu_ms_per_request"].items())
+            own = row["in_process"]["cpu_ms_per_request"]
+            print(f"  {r['family']} {size} text(s): in-process {own}; served: {parts}")
     print()
     for r in results:
         goal = GOALS[r["family"]]

@@ -18,11 +18,10 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from proc_cpu import cpu_profile, ray_group
 
 from harmguard.data.datasets import load_dataset
 from harmguard.data.snapshot import build_snapshot
@@ -30,66 +29,11 @@ from harmguard.policy import load_policy
 from harmguard.settings import load_settings
 from harmguard.training.ray_train import build_loop_config, effective_spec, fit_with_ray, init_ray, run_plain_loop
 
-_TICK = os.sysconf("SC_CLK_TCK")
 
-
-def _cpu_by_process() -> dict[int, tuple[str, float]]:
-    """pid -> (group, CPU seconds so far) for every process this machine shows."""
-    out: dict[int, tuple[str, float]] = {}
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
-        comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        pid = int(entry)
-        if pid == me:
-            group = "driver"
-        elif "RayTrainWorker" in cmd or "RayTrainWorker" in comm:
-            group = "train worker"
-        elif comm in {"raylet", "gcs_server"} or cmd.startswith("ray::") or "/ray/" in cmd:
-            group = "ray system"
-        else:
-            group = "other"
-        out[pid] = (group, seconds)
-    return out
-
-
-@contextmanager
-def cpu_profile(window: dict[str, float]) -> Iterator[None]:
-    """Fill ``window`` with CPU cores used per process group while the block runs (after a 10 s settle)."""
-    stop = threading.Event()
-    samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
-
-    def sample() -> None:
-        while not stop.wait(1.0):
-            samples.append((time.monotonic(), _cpu_by_process()))
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        settled = [s for s in samples if s[0] >= samples[0][0] + 10] if samples else []
-        if len(settled) >= 2:
-            # A process counts from the window's first sample (0 when it started later) to the last sample that saw
-            # it (the training worker exits before the run returns), under the group its newest title names.
-            t0, t1 = settled[0][0], settled[-1][0]
-            first = settled[0][1]
-            seen: dict[int, tuple[str, float]] = {}
-            for _, procs in settled:
-                seen.update(procs)
-            for pid, (group, seconds) in seen.items():
-                before = first.get(pid, (group, 0.0))[1]
-                window[group] = window.get(group, 0.0) + (seconds - before) / (t1 - t0)
+def _group(pid: int, comm: str, cmd: str) -> str:
+    if "RayTrainWorker" in cmd or "RayTrainWorker" in comm:
+        return "train worker"
+    return ray_group(pid, comm, cmd)
 
 
 def main() -> None:
@@ -133,7 +77,7 @@ def main() -> None:
         for rep in range(args.repeats):
             t0 = time.monotonic()
             plain_cpu: dict[str, float] = {}
-            with cpu_profile(plain_cpu):
+            with cpu_profile(plain_cpu, _group):
                 plain = run_plain_loop(config, Path(tmp) / f"plain{rep}")
             runs["plain"].append(
                 {"samples_per_s": plain.state["history"][-1]["samples_per_s"], "wall_s": time.monotonic() - t0,
@@ -143,7 +87,7 @@ def main() -> None:
             ray_cpu: dict[str, float] = {}
             init_ray(num_cpus=args.threads)  # the same local cluster a pipeline step starts
             try:
-                with cpu_profile(ray_cpu):
+                with cpu_profile(ray_cpu, _group):
                     ray_run = fit_with_ray(config, storage_path=str(Path(tmp) / f"ray{rep}"), name="bench")
             finally:
                 ray.shutdown()
