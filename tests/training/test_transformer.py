@@ -25,7 +25,7 @@ from harmguard.policy import load_policy
 from harmguard.serving.config import Limits, ServeArgs
 from harmguard.storage.gcs import make_client
 from harmguard.training.dispatch import train_transformer
-from harmguard.training.ray_train import epoch_batches, init_ray
+from harmguard.training.ray_train import cpus_per_worker, epoch_batches, init_ray
 from tests.support.gcs_emulator import fake_gcs_server
 from tests.support.serving import publish_export, served_app, user_config
 
@@ -82,6 +82,7 @@ def test_ray_train_two_workers_learns_and_exports(tiny_backbone, ray_cluster, sp
     assert history[-1]["val_loss"] < history[0]["val_loss"]  # it learns
     assert model.train_info["best"]["val_macro_f1"] == max(h["val_macro_f1"] for h in history)
     assert model.train_info["resumes"] == []
+    assert {h["torch_threads"] for h in history} == {1}  # two workers share the 2-CPU cluster
     _check_export(model, tmp_path)
 
 
@@ -102,6 +103,8 @@ def test_checkpoints_go_to_gcs_through_pyarrow(tiny_backbone, ray_cluster, spam_
     assert any(n.startswith("runs/r1/ray/train/checkpoint_") and n.endswith("/model.safetensors") for n in names)
     assert any(n.endswith("/state.json") for n in names)
     assert [h["epoch"] for h in model.train_info["history"]] == [1]
+    # one worker on the 2-CPU cluster gets both CPUs (Ray's default would have been one, and torch one thread)
+    assert model.train_info["history"][0]["torch_threads"] == 2
 
 
 def _train_worker_pids() -> list[int]:
@@ -221,6 +224,14 @@ def test_transformer_options_need_the_transformer_family(hg_env):
 
     proc = run_cli(["run", "--policy", "sms_spam", "--epochs", "1"], hg_env, timeout=120)
     assert proc.returncode == 2 and "need --family transformer" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("workers", "nodes", "share"),
+    [(1, [2.0], 2), (2, [2.0], 1), (3, [2.0], 1), (2, [8.0, 8.0, 8.0, 8.0], 8), (3, [8.0, 8.0], 4), (1, [], 1)],
+)
+def test_cpu_workers_get_the_largest_share_that_places_every_one(workers, nodes, share):
+    assert cpus_per_worker(workers, nodes) == share
 
 
 def test_policy_transformer_settings_validate():

@@ -461,6 +461,7 @@ def _fit(cfg: dict[str, Any], worker: Any) -> None:
             SCORE_METRIC: val_f1,
             "seconds": seconds,
             "samples_per_s": (len(batches) - skip) * spec.batch_size * worker.world_size / max(seconds, 1e-9),
+            "torch_threads": torch.get_num_threads(),  # per worker: its CPUs unless the spec sets torch_threads
         }
         state["history"].append(entry)
         if state["best"] is None or val_f1 > state["best"][SCORE_METRIC]:
@@ -519,6 +520,28 @@ def init_ray(*, address: str | None = None, num_cpus: int | None = None) -> None
     )
 
 
+def cpus_per_worker(num_workers: int, node_cpus: list[float]) -> int:
+    """The most CPUs each of ``num_workers`` can have with every worker placed on one of these nodes (at least 1).
+
+    Ray gives a worker one CPU unless told otherwise, so one CPU worker on a 2-core machine ran torch on one thread
+    and left the other core idle. This packs the workers onto the nodes instead: the largest whole share that fits.
+    """
+    for share in range(int(max(node_cpus, default=1)), 1, -1):
+        if sum(int(cpus // share) for cpus in node_cpus) >= num_workers:
+            return share
+    return 1
+
+
+def _resolved_resources(spec: TransformerSpec) -> TransformerSpec:
+    """The spec with its workers' resources set: as given, else (CPU training) an even share of the cluster's CPUs."""
+    if spec.resources_per_worker or spec.use_gpu:
+        return spec
+    import ray
+
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return spec.model_copy(update={"resources_per_worker": {"CPU": float(cpus_per_worker(spec.num_workers, nodes))}})
+
+
 def fit_with_ray(
     config: dict[str, Any], *, storage_path: str, name: str, ray_address: str | None = None
 ) -> TrainOutcome:
@@ -534,6 +557,8 @@ def fit_with_ray(
         init_ray(address=ray_address)
         started = True
     try:
+        spec = _resolved_resources(spec)
+        config = {**config, "spec": spec.model_dump(mode="json")}  # the workers size torch's threads from it
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config=config,
