@@ -116,6 +116,26 @@ def registered_systems(specs: list[str]) -> dict[str, tuple]:
     return out
 
 
+def run_systems(runs: list[Path]) -> dict[str, tuple]:
+    """A run's trained model that was not registered (the gate rejected it): its run folder's model, checked against
+    the digest its gate decision names, decided at the thresholds the run calibrated. Labelled as unregistered."""
+    from harmguard.models.loading import load_model, verify_model_dir
+
+    out = {}
+    for run in runs:
+        decision = json.loads((run / "blessing.json").read_text())
+        thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+        (folder,) = [m.parent for m in run.glob("kfp/**/train/model/model.json")]
+        model = load_model(verify_model_dir(str(folder), decision["model_digest"]))
+        verdict = "blessed" if decision["blessed"] else "rejected"
+        out[f"harmguard {decision['policy']} run, {verdict}, unregistered ({type(model).__name__})"] = (
+            model,
+            load_policy(decision["policy"]),
+            thresholds,
+        )
+    return out
+
+
 def decide(model, policy, thresholds: dict[str, float], texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
     """(hate decisions, flagged decisions, seconds)."""
     t = time.perf_counter()
@@ -135,6 +155,14 @@ def main() -> None:
         default=[],
         metavar="HOME:VERSION|HOME:POLICY",
         help="also score a registered version (a policy: its champion), e.g. the transformer champion of hate_speech",
+    )
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="RUN_DIR",
+        help="also score the model of a run the gate rejected (HOME/runs/<run id>), labelled unregistered",
     )
     args = parser.parse_args()
     settings = load_settings()
@@ -160,6 +188,7 @@ def main() -> None:
                        check=True, env={"LC_ALL": "en_US.UTF-8", "PATH": "/usr/bin:/bin"})  # fmt: skip
         peers = json.loads((Path(tmp) / "out.json").read_text())
         systems = harmguard_systems(settings, Path(tmp) / "home") | registered_systems(args.registered)
+        systems |= run_systems(args.run)
     results: dict[str, dict[str, dict[str, float | None]]] = {}
     for system, by_set in peers.items():
         for name, (texts, truth, task) in sets.items():
@@ -186,7 +215,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("| texts/s | " + " | ".join(f"{n / s:,.0f}" for n, s in speed.values()) + " |")
     print("\ncells: macro F1 over the two classes (FPR) at each system's operating point")
-    ours = [s for s in names if s.startswith("harmguard")]
+    ours = [s for s in names if s.startswith("harmguard") and "unregistered" not in s]  # champions only
     for name in sets:
         best = max((results[name][s]["macro_f1"] for s in ours if results[name].get(s)), default=0.0)
         peer = max(results[name][s]["macro_f1"] for s in peers)
