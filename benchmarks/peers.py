@@ -10,8 +10,8 @@ harmguard's side: the baselines the shipped policies train. davidson2017 is trai
 calibrates on its validation split, as a run does. A registered version is scored too with ``--registered
 HOME:hate_speech`` (its champion) or ``--registered HOME:hate_speech/2``, loaded by its verified digest and decided
 at its registered thresholds: for example the transformer champion of ``hate_speech``, trained on 2 cores by
-``harmguard run --policy hate_speech --family transformer --workers 1 --cpus-per-worker 2 --epochs 1
---max-train-rows 0`` (without ``--cpus-per-worker`` Ray gives the worker one CPU and torch one thread), or on a GPU.
+``harmguard run --policy hate_speech --family transformer --workers 1 --epochs 1 --max-train-rows 0`` (30 minutes;
+the one worker gets both CPUs), or on a GPU.
 
 Sets (binary tasks; macro F1 over the two classes, and FPR, at each system's operating point):
 
