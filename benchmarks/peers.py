@@ -123,9 +123,15 @@ def run_systems(runs: list[Path]) -> dict[str, tuple]:
 
     out = {}
     for run in runs:
-        decision = json.loads((run / "blessing.json").read_text())
-        thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
-        (folder,) = [m.parent for m in run.glob("kfp/**/train/model/model.json")]
+        records = [run / "blessing.json", run / "thresholds.json"]
+        if not all(r.is_file() for r in records):
+            sys.exit(f"--run {run}: not a run folder that reached the gate (needs blessing.json and thresholds.json)")
+        decision = json.loads(records[0].read_text())
+        thresholds = json.loads(records[1].read_text())["thresholds"]
+        folders = [m.parent for m in run.glob("kfp/**/train/model/model.json")]
+        if len(folders) != 1:
+            sys.exit(f"--run {run}: expected one trained model under kfp/, found {len(folders)}")
+        (folder,) = folders
         model = load_model(verify_model_dir(str(folder), decision["model_digest"]))
         verdict = "blessed" if decision["blessed"] else "rejected"
         out[f"harmguard {decision['policy']} run, {verdict}, unregistered ({type(model).__name__})"] = (

@@ -238,7 +238,10 @@ def model_labels(model: TransformerModel, labels: pd.Series) -> np.ndarray:
     A davidson2017 model keeps all three; a ``hate_speech`` model (hate or not) reads `offensive` as not hate, as
     that policy's label map does.
     """
-    (none,) = [c for c in model.classes if c not in model.categories]
+    nones = [c for c in model.classes if c not in model.categories]
+    if len(nones) != 1:
+        raise SystemExit(f"the F1 check needs an exclusive model with one none class (classes {model.classes})")
+    (none,) = nones
     return np.array([model.classes.index(v if v in model.classes else none) for v in labels])
 
 
